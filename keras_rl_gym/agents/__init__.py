@@ -1,0 +1,6 @@
+"""The agents: one module per algorithm family."""
+
+from keras_rl_gym.agents.base import Agent, NonFiniteLossError
+from keras_rl_gym.agents.dqn import DQNAgent
+
+__all__ = ["Agent", "DQNAgent", "NonFiniteLossError"]

@@ -1,0 +1,299 @@
+"""Deep Q-Network with experience replay and a target network; Double and Dueling as flags."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+from gymnasium import spaces
+from keras import ops
+
+from keras_rl_gym import networks, schedules
+from keras_rl_gym.agents.base import Agent
+from keras_rl_gym.buffers import ReplayBuffer
+from keras_rl_gym.spaces import require
+
+LOSSES = ("mse", "huber")
+
+
+@keras.saving.register_keras_serializable(package="keras_rl_gym")
+class DQNAgent(Agent):
+    """Deep Q-Network (Mnih et al., 2015), with Double and Dueling variants.
+
+    The Q-network is trained on minibatches from a replay buffer to minimize
+    ``(Q(s, a) - y)^2`` against the stopped-gradient Bellman target
+
+        y = r + gamma * (1 - terminated) * Q_target(s', argmax_a' Q_?(s', a'))
+
+    where the argmax uses the target network itself (DQN) or the online
+    network (Double DQN, van Hasselt et al., 2016). Only ``terminated`` cuts the
+    bootstrap: a time-limit truncation still bootstraps from ``s'``. The target
+    network is a frozen copy, refreshed every ``target_update_every`` env steps
+    by ``target <- tau * online + (1 - tau) * target`` (``tau=1`` is the hard copy).
+
+    Args:
+        observation_space: a ``Box`` space (vectors for ``network="dense"``,
+            HxWxC images for ``network="conv"``).
+        action_space: a ``Discrete`` space.
+        network: ``"dense"`` or ``"conv"`` (the Nature DQN torso).
+        hidden_sizes: widths of the dense layers.
+        double: use Double DQN targets.
+        dueling: use a dueling value/advantage head (Wang et al., 2016).
+        gamma: discount factor.
+        learning_rate: Adam learning rate (a float or a Keras schedule).
+        learning_rate_decay: multiply the learning rate by this every 1000 updates.
+        loss: ``"mse"`` (the tutorial's) or ``"huber"``.
+        buffer_size: replay capacity in transitions.
+        batch_size: transitions per update.
+        learning_starts: env steps of pure exploration before the first update.
+        train_freq: env steps between rounds of updates.
+        gradient_steps: updates per round.
+        target_update_every: env steps between target network updates.
+        tau: target update rate; 1.0 copies the weights.
+        epsilon_start, epsilon_final: exploration rate annealed between these.
+        exploration_fraction: fraction of ``fit``'s steps over which epsilon anneals.
+        epsilon_schedule: ``"linear"`` or ``"exponential"``.
+        max_grad_norm: clip gradients to this global norm (``None``: no clipping).
+        seed: random seed.
+
+    Example:
+        >>> import gymnasium as gym
+        >>> env = gym.make("CartPole-v1")
+        >>> agent = DQNAgent(env.observation_space, env.action_space, double=True)
+        >>> history = agent.fit(env, steps=2_000, verbose=0)
+        >>> agent.evaluate(env, episodes=2)["mean_return"] > 0
+        True
+
+    References:
+        Mnih et al., "Human-level control through deep reinforcement learning", Nature 2015.
+        van Hasselt, Guez and Silver, "Deep Reinforcement Learning with Double Q-learning", AAAI 2016.
+        Wang et al., "Dueling Network Architectures for Deep Reinforcement Learning", ICML 2016.
+    """
+
+    def __init__(
+        self,
+        observation_space,
+        action_space,
+        *,
+        network: str = "dense",
+        hidden_sizes: Sequence[int] = (64, 64),
+        double: bool = False,
+        dueling: bool = False,
+        gamma: float = 0.99,
+        learning_rate: float = 1e-3,
+        learning_rate_decay: float | None = None,
+        loss: str = "mse",
+        buffer_size: int = 50_000,
+        batch_size: int = 32,
+        learning_starts: int = 1_000,
+        train_freq: int = 1,
+        gradient_steps: int = 1,
+        target_update_every: int = 500,
+        tau: float = 1.0,
+        epsilon_start: float = 1.0,
+        epsilon_final: float = 0.02,
+        exploration_fraction: float = 0.1,
+        epsilon_schedule: str = "linear",
+        max_grad_norm: float | None = None,
+        seed: int | None = None,
+        **kwargs,
+    ):
+        super().__init__(observation_space, action_space, gamma=gamma, seed=seed, **kwargs)
+        require(self.action_space, (spaces.Discrete,), type(self).__name__, "action")
+        require(self.observation_space, (spaces.Box,), type(self).__name__, "observation")
+        obs_shape = self.observation_space.shape
+        if network == "dense" and len(obs_shape) == 3:
+            raise ValueError(
+                f"{type(self).__name__}: image observations {obs_shape} need network='conv', not 'dense'."
+            )
+        if network == "conv" and len(obs_shape) != 3:
+            raise ValueError(f"{type(self).__name__}: network='conv' needs HxWxC observations, got shape {obs_shape}.")
+        if loss not in LOSSES:
+            raise ValueError(f"Unknown loss {loss!r}: expected one of {LOSSES}.")
+        if not 0.0 < tau <= 1.0:
+            raise ValueError(f"tau must be in (0, 1], got {tau}.")
+        for key, value in {
+            "buffer_size": buffer_size,
+            "batch_size": batch_size,
+            "train_freq": train_freq,
+            "gradient_steps": gradient_steps,
+            "target_update_every": target_update_every,
+        }.items():
+            if int(value) < 1:
+                raise ValueError(f"{key} must be >= 1, got {value}.")
+        schedules.make_schedule(epsilon_schedule, max(epsilon_start, 1e-8), max(epsilon_final, 1e-8), 1)
+
+        self.network = network
+        self.hidden_sizes = tuple(int(h) for h in hidden_sizes)
+        self.double = bool(double)
+        self.dueling = bool(dueling)
+        self.learning_rate = learning_rate
+        self.learning_rate_decay = learning_rate_decay
+        self.loss_name = loss
+        self.buffer_size = int(buffer_size)
+        self.batch_size = int(batch_size)
+        self.learning_starts = int(learning_starts)
+        self.train_freq = int(train_freq)
+        self.gradient_steps = int(gradient_steps)
+        self.target_update_every = int(target_update_every)
+        self.tau = float(tau)
+        self.epsilon_start = float(epsilon_start)
+        self.epsilon_final = float(epsilon_final)
+        self.exploration_fraction = float(exploration_fraction)
+        self.epsilon_schedule = epsilon_schedule
+        self.max_grad_norm = max_grad_norm
+        self.n_actions = int(self.action_space.n)
+
+        self.q_network = networks.q_network(
+            obs_shape,
+            self.n_actions,
+            network=network,
+            hidden_sizes=self.hidden_sizes,
+            dueling=self.dueling,
+            obs_dtype=str(self.observation_space.dtype),
+            name="q_network",
+        )
+        # Built before the first compiled step, with the online weights.
+        self.target_network = networks.target_copy(self.q_network, "q_target")
+        self.lr_schedule = schedules.learning_rate(learning_rate, learning_rate_decay)
+        self.optimizer = keras.optimizers.Adam(self.lr_schedule, global_clipnorm=max_grad_norm)
+        self.optimizer.build(self.q_network.trainable_variables)
+        self.epsilon = self.epsilon_start
+        self.buffer = None
+        self._epsilon_fn = None
+
+    # -- graph (keras.ops) ---------------------------------------------------------
+    def call(self, obs, training=False):
+        """Q-values of every action, shape ``(batch, n_actions)``."""
+        return self.q_network(obs, training=training)
+
+    def act_graph(self, obs):
+        return ops.argmax(self.q_network(obs), axis=-1)
+
+    def td_target(self, reward, next_obs, terminated):
+        """The Bellman target ``y``, without gradient."""
+        q_next_target = self.target_network(next_obs)
+        if self.double:
+            # The online network picks the action, the target network values it.
+            best = ops.argmax(self.q_network(next_obs), axis=-1)
+        else:
+            best = ops.argmax(q_next_target, axis=-1)
+        q_next = ops.take_along_axis(q_next_target, ops.expand_dims(best, -1), axis=-1)[:, 0]
+        y = reward + self.gamma * (1.0 - terminated) * q_next
+        return ops.stop_gradient(y)
+
+    def compute_rl_loss(self, batch):
+        reward = ops.cast(batch["reward"], "float32")
+        terminated = ops.cast(batch["terminated"], "float32")
+        action = ops.cast(batch["action"], "int32")
+        y = self.td_target(reward, batch["next_obs"], terminated)
+        q = self.q_network(batch["obs"], training=True)
+        q_taken = ops.take_along_axis(q, ops.expand_dims(action, -1), axis=-1)[:, 0]
+        error = q_taken - y
+        if self.loss_name == "huber":
+            abs_error = ops.abs(error)
+            loss = ops.mean(ops.where(abs_error < 1.0, 0.5 * ops.square(error), abs_error - 0.5))
+        else:
+            loss = ops.mean(ops.square(error))
+        return loss, {"q_mean": ops.mean(q_taken)}
+
+    def update_targets(self, tau: float):
+        for target, online in zip(self.target_network.weights, self.q_network.weights):
+            if tau == 1.0:
+                target.assign(online)
+            else:
+                target.assign(target + tau * (online - target))
+
+    # -- host side (NumPy) ----------------------------------------------------------
+    def _on_fit_begin(self, num_envs, steps):
+        if self.buffer is None:
+            obs_space = self.observation_space
+            self.buffer = ReplayBuffer(
+                self.buffer_size,
+                {
+                    "obs": (obs_space.shape, obs_space.dtype),
+                    "action": ((), np.int32),
+                    "reward": ((), np.float32),
+                    "next_obs": (obs_space.shape, obs_space.dtype),
+                    "terminated": ((), np.float32),
+                },
+                seed=self.seed,
+            )
+        duration = int(self.exploration_fraction * steps)
+        start = self.env_steps
+        schedule = schedules.make_schedule(
+            self.epsilon_schedule, max(self.epsilon_start, 1e-8), max(self.epsilon_final, 1e-8), duration
+        )
+        self._epsilon_fn = lambda step: schedule(step - start)
+        self._steps_since_train = 0
+        self._steps_since_target = 0
+
+    def _explore(self, obs, step):
+        if self._epsilon_fn is not None:
+            self.epsilon = self._epsilon_fn(step)
+        n = len(obs)
+        actions = self._greedy(obs) if step >= self.learning_starts else np.zeros(n, np.int64)
+        # The coin flip stays on the host: random ops inside the compiled act cost more.
+        explore = self.rng.random(n) < (self.epsilon if step >= self.learning_starts else 1.0)
+        if explore.any():
+            actions = np.where(explore, self.rng.integers(0, self.n_actions, size=n), actions)
+        return actions
+
+    def _observe(self, obs, action, reward, next_obs, terminated, truncated, valid):
+        if valid.all():
+            self.buffer.add(obs=obs, action=action, reward=reward, next_obs=next_obs, terminated=terminated)
+        elif valid.any():
+            self.buffer.add(
+                obs=obs[valid],
+                action=action[valid],
+                reward=reward[valid],
+                next_obs=next_obs[valid],
+                terminated=terminated[valid],
+            )
+
+    def _train(self, step, new_steps):
+        if step < self.learning_starts:
+            return
+        self._steps_since_train += new_steps
+        self._steps_since_target += new_steps
+        while self._steps_since_train >= self.train_freq:
+            self._steps_since_train -= self.train_freq
+            for _ in range(self.gradient_steps):
+                self.updates += 1
+                yield self.runtime.update(self.buffer.sample(self.batch_size))
+        if self._steps_since_target >= self.target_update_every:
+            self._steps_since_target %= self.target_update_every
+            self.runtime.update_targets(self.tau)
+
+    def _log_values(self):
+        return {
+            "epsilon": float(self.epsilon),
+            "learning_rate": schedules.current_learning_rate(self.lr_schedule, self.updates),
+        }
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            network=self.network,
+            hidden_sizes=list(self.hidden_sizes),
+            double=self.double,
+            dueling=self.dueling,
+            learning_rate=self.learning_rate,
+            learning_rate_decay=self.learning_rate_decay,
+            loss=self.loss_name,
+            buffer_size=self.buffer_size,
+            batch_size=self.batch_size,
+            learning_starts=self.learning_starts,
+            train_freq=self.train_freq,
+            gradient_steps=self.gradient_steps,
+            target_update_every=self.target_update_every,
+            tau=self.tau,
+            epsilon_start=self.epsilon_start,
+            epsilon_final=self.epsilon_final,
+            exploration_fraction=self.exploration_fraction,
+            epsilon_schedule=self.epsilon_schedule,
+            max_grad_norm=self.max_grad_norm,
+        )
+        return config
+

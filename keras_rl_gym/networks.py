@@ -1,0 +1,108 @@
+"""Q, policy and value networks: dense, conv (the Nature DQN torso) and a dueling head.
+
+Every builder returns a functional ``keras.Model``, so networks serialize with
+the agent and ``keras.models.clone_model`` makes their target copies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+from keras import layers, ops
+
+
+@keras.saving.register_keras_serializable(package="keras_rl_gym")
+class DuelingCombine(layers.Layer):
+    """Combines a value and an advantage stream into Q-values.
+
+    ``Q(s, a) = V(s) + A(s, a) - mean_a' A(s, a')`` (Wang et al., 2016): the
+    mean is subtracted so that V and A are identifiable.
+    """
+
+    def call(self, value, advantage):
+        return value + advantage - ops.mean(advantage, axis=-1, keepdims=True)
+
+
+def _torso(x, network: str, hidden_sizes: Sequence[int], name: str):
+    if network == "conv":
+        # Nature DQN (Mnih et al., 2015): uint8 frames are scaled here, inside
+        # the network, so the replay buffer can keep them as bytes.
+        if x.dtype == "uint8":
+            x = layers.Rescaling(1.0 / 255.0, name=f"{name}_scale")(x)
+        for i, (filters, kernel, stride) in enumerate([(32, 8, 4), (64, 4, 2), (64, 3, 1)]):
+            x = layers.Conv2D(filters, kernel, stride, activation="relu", name=f"{name}_conv{i}")(x)
+        x = layers.Flatten(name=f"{name}_flatten")(x)
+        hidden_sizes = hidden_sizes or (512,)
+    elif network == "dense":
+        if len(x.shape) > 2:
+            x = layers.Flatten(name=f"{name}_flatten")(x)
+        if x.dtype != "float32":
+            x = layers.Identity(dtype="float32", name=f"{name}_cast")(x)
+    else:
+        raise ValueError(f"Unknown network {network!r}: expected 'dense' or 'conv'.")
+    for i, units in enumerate(hidden_sizes):
+        x = layers.Dense(units, activation="relu", name=f"{name}_dense{i}")(x)
+    return x
+
+
+def q_network(
+    obs_shape: Sequence[int],
+    n_actions: int,
+    *,
+    network: str = "dense",
+    hidden_sizes: Sequence[int] = (64, 64),
+    dueling: bool = False,
+    obs_dtype: str = "float32",
+    name: str = "q_network",
+) -> keras.Model:
+    """Builds a Q-network mapping observations to one value per action.
+
+    Args:
+        obs_shape: shape of one observation.
+        n_actions: number of discrete actions.
+        network: ``"dense"`` (an MLP) or ``"conv"`` (the Nature DQN torso).
+        hidden_sizes: widths of the dense layers after the torso.
+        dueling: split the head into value and advantage streams.
+        obs_dtype: dtype of the observations (``"uint8"`` frames are scaled by 1/255).
+        name: model name.
+    """
+    inputs = keras.Input(shape=tuple(obs_shape), dtype=obs_dtype, name=f"{name}_obs")
+    hidden = _torso(inputs, network, hidden_sizes, name)
+    if dueling:
+        value = layers.Dense(1, name=f"{name}_value")(hidden)
+        advantage = layers.Dense(n_actions, name=f"{name}_advantage")(hidden)
+        q = DuelingCombine(name=f"{name}_dueling")(value, advantage)
+    else:
+        q = layers.Dense(n_actions, name=f"{name}_q")(hidden)
+    return keras.Model(inputs, q, name=name)
+
+
+def mlp(
+    input_shape: Sequence[int],
+    hidden_sizes: Sequence[int],
+    output_size: int,
+    *,
+    output_activation=None,
+    obs_dtype: str = "float32",
+    network: str = "dense",
+    name: str = "mlp",
+) -> keras.Model:
+    """Builds a network with ``hidden_sizes`` ReLU layers and a linear (or given) output."""
+    inputs = keras.Input(shape=tuple(input_shape), dtype=obs_dtype, name=f"{name}_input")
+    hidden = _torso(inputs, network, hidden_sizes, name)
+    outputs = layers.Dense(output_size, activation=output_activation, name=f"{name}_out")(hidden)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def target_copy(model: keras.Model, name: str | None = None) -> keras.Model:
+    """A frozen copy of ``model`` with the same weights: a target network.
+
+    ``trainable = False`` makes its weights non-trainable variables of the
+    agent, so no optimizer ever sees them and no gradient reaches them.
+    """
+    target = keras.models.clone_model(model)
+    target.name = name or f"{model.name}_target"
+    target.set_weights(model.get_weights())
+    target.trainable = False
+    return target

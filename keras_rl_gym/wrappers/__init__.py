@@ -1,0 +1,1 @@
+"""Gymnasium wrappers: they import Gymnasium and NumPy only, never Keras."""
