@@ -27,7 +27,9 @@ class ProgressBar(keras.callbacks.Callback):
         self.interval = interval
 
     def on_train_begin(self, logs=None):
-        self.bar = keras.utils.Progbar(self.params["steps"], unit_name="step", stateful_metrics=None)
+        self.bar = keras.utils.Progbar(
+            self.params["steps"], unit_name="step", stateful_metrics=["episodes", "return", "steps/s"]
+        )
         self.start = self.last = time.perf_counter()
 
     def on_progress(self, step, logs):
@@ -39,3 +41,206 @@ class ProgressBar(keras.callbacks.Callback):
         if not math.isnan(logs["recent_return"]):
             values.insert(1, ("return", logs["recent_return"]))
         self.bar.update(min(step, logs["steps"]), values=values, finalize=step >= logs["steps"])
+
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+
+def tracking_uri(uri: str | None = None) -> str:
+    """The MLflow store: ``uri``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` here."""
+    import os
+
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def _versions() -> dict:
+    from importlib import metadata
+
+    backend = keras.backend.backend()
+    packages = ["keras", "keras-rl-gym", "gymnasium", "numpy", "mlflow"]
+    packages.append({"tensorflow": "tensorflow-cpu", "jax": "jax", "torch": "torch"}[backend])
+    versions = {}
+    for name in packages:
+        try:
+            versions[f"version.{name}"] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            if name == "tensorflow-cpu":
+                versions["version.tensorflow"] = metadata.version("tensorflow")
+    return versions
+
+
+def _param_value(value):
+    text = value if isinstance(value, str) else repr(value)
+    return text[:500]
+
+
+class MLflowLogger(keras.callbacks.Callback):
+    """Logs a training run to MLflow.
+
+    Logs the agent's hyperparameters (its ``get_config()``), the backend and
+    package versions as params; per-episode return and length, and at every
+    ``fit`` interval the loss, epsilon, learning rate and env steps per second,
+    as metrics against the env step; at the end the trained agent (MLflow's
+    Keras flavor, loadable with ``mlflow.pyfunc.load_model``) and a
+    learning-curve PNG. The default store is ``sqlite:///mlflow.db`` in the
+    working directory (``MLFLOW_TRACKING_URI`` overrides it); browse it with
+    ``mlflow ui --backend-store-uri sqlite:///mlflow.db``.
+
+    Args:
+        experiment_name: MLflow experiment to log into.
+        run_name: name of the run (MLflow picks one if ``None``).
+        tracking_uri: overrides the store.
+        log_model: log the trained agent at the end.
+        extra_params: more params to log (e.g. the run config).
+        end_run: end the run when ``fit`` ends (``False`` leaves it open, to log
+            evaluation results afterwards; call ``end()`` then).
+
+    Example:
+        >>> agent.fit(env, steps=10_000, callbacks=[MLflowLogger(run_name="dqn-cartpole")])
+    """
+
+    def __init__(
+        self,
+        experiment_name: str = "keras-rl-gym",
+        run_name: str | None = None,
+        tracking_uri: str | None = None,
+        log_model: bool = True,
+        extra_params: dict | None = None,
+        end_run: bool = True,
+    ):
+        super().__init__()
+        self.experiment_name = experiment_name
+        self.run_name = run_name
+        self.uri = tracking_uri
+        self.log_model = log_model
+        self.extra_params = extra_params or {}
+        self.end_run = end_run
+        self.run_id = None
+        self._started = False
+        self._pending = []
+        self.curve = []
+
+    # -- run lifecycle ------------------------------------------------------------
+    def on_train_begin(self, logs=None):
+        import mlflow
+
+        mlflow.set_tracking_uri(tracking_uri(self.uri))
+        if mlflow.active_run() is None:
+            mlflow.set_experiment(self.experiment_name)
+            mlflow.start_run(run_name=self.run_name)
+            self._started = True
+        run = mlflow.active_run()
+        if self.run_id == run.info.run_id:
+            return  # a second fit into the same run: params are logged already
+        self.run_id = run.info.run_id
+        self.client = mlflow.MlflowClient()
+        config = self.model.get_config()
+        params = {f"agent.{k}": _param_value(v) for k, v in config.items() if not k.endswith("_space")}
+        params["agent.class"] = type(self.model).__name__
+        params["observation_space"] = _param_value(str(self.model.observation_space))
+        params["action_space"] = _param_value(str(self.model.action_space))
+        params["backend"] = keras.backend.backend()
+        params.update({f"fit.{k}": _param_value(v) for k, v in self.params.items()})
+        params.update({k: _param_value(v) for k, v in self.extra_params.items()})
+        params.update(_versions())
+        mlflow.log_params(params)
+        mlflow.set_tag("backend", keras.backend.backend())
+        mlflow.set_tag("agent", type(self.model).__name__)
+
+    def _queue(self, key, value, step):
+        import math
+
+        from mlflow.entities import Metric
+
+        if value is None or not math.isfinite(value):
+            return
+        self._pending.append(Metric(key, float(value), int(time.time() * 1000), int(step)))
+
+    def _flush(self):
+        # One batched request instead of a round trip per metric.
+        while self._pending:
+            chunk, self._pending = self._pending[:1000], self._pending[1000:]
+            self.client.log_batch(self.run_id, metrics=chunk)
+
+    def on_episode_end(self, episode, logs):
+        step = logs["env_steps"]
+        self._queue("episode_return", logs["episode_return"], step)
+        self._queue("episode_length", logs["episode_length"], step)
+        self.curve.append((step, logs["episode_return"]))
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        step = logs.get("env_steps", epoch)
+        for key, value in logs.items():
+            if key in ("env_steps", "episode_return", "episode_length"):
+                continue
+            self._queue(key, value, step)
+        if "episode_return" in logs:
+            self._queue("interval_mean_return", logs["episode_return"], step)
+        self._flush()
+
+    def on_train_end(self, logs=None):
+        import mlflow
+
+        self._flush()
+        if self.curve:
+            mlflow.log_figure(self._learning_curve(), "learning_curve.png")
+        if self.log_model:
+            self._log_agent()
+        if self.end_run:
+            self.end()
+
+    def on_fit_error(self, error):
+        import mlflow
+
+        self._flush()
+        mlflow.set_tag("error", str(error)[:5000])
+        path = getattr(error, "checkpoint_path", None)
+        if path:
+            mlflow.log_artifact(path, artifact_path="checkpoint")
+        self.end(status="FAILED")
+
+    def log_evaluation(self, evaluation: dict, step: int | None = None):
+        """Logs an ``Agent.evaluate`` result as ``eval_*`` metrics."""
+        import mlflow
+
+        step = self.model.env_steps if step is None else step
+        mlflow.log_metrics(
+            {f"eval_{k}": v for k, v in evaluation.items() if isinstance(v, (int, float))}, step=step
+        )
+
+    def end(self, status: str = "FINISHED"):
+        """Ends the run if this callback started it."""
+        import mlflow
+
+        if self._started and mlflow.active_run() is not None:
+            mlflow.end_run(status=status)
+        self._started = False
+
+    # -- artifacts -----------------------------------------------------------------
+    def _log_agent(self):
+        import mlflow
+
+        requirements = [f"{k.split('.', 1)[1]}=={v}" for k, v in _versions().items()]
+        mlflow.keras.log_model(self.model, name="model", pip_requirements=requirements)
+
+    def _learning_curve(self):
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import numpy as np
+
+        steps, returns = map(np.asarray, zip(*self.curve))
+        fig, ax = plt.subplots(figsize=(7, 4))
+        ax.plot(steps, returns, ".", alpha=0.3, label="episode return")
+        window = min(20, len(returns))
+        smooth = np.convolve(returns, np.ones(window) / window, mode="valid")
+        ax.plot(steps[window - 1 :], smooth, label=f"mean of last {window}")
+        ax.set_xlabel("env steps")
+        ax.set_ylabel("return")
+        ax.set_title(f"{type(self.model).__name__} ({keras.backend.backend()})")
+        ax.legend()
+        fig.tight_layout()
+        plt.close(fig)
+        return fig

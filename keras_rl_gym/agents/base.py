@@ -42,6 +42,11 @@ def as_vector_env(env) -> gym.vector.VectorEnv:
     raise TypeError(f"Expected a gymnasium.Env, a gymnasium.vector.VectorEnv or an env id, got {type(env).__name__}.")
 
 
+def _env_id(venv) -> str | None:
+    spec = venv.spec or getattr(getattr(venv, "envs", [None])[0], "spec", None)
+    return getattr(spec, "id", None)
+
+
 def _autoreset_mode(venv) -> str:
     mode = venv.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
     mode = getattr(mode, "value", mode)
@@ -234,7 +239,7 @@ class Agent(keras.Model):
             from keras_rl_gym.callbacks import ProgressBar
 
             cbs.append(ProgressBar())
-        params = {"steps": steps, "num_envs": n, "verbose": verbose, "log_every": log_every}
+        params = {"steps": steps, "num_envs": n, "env_id": _env_id(venv), "seed": seed, "log_every": log_every}
         cbs = _Callbacks(cbs, self, params)
 
         self.stop_training = False

@@ -162,6 +162,7 @@ class DQNAgent(Agent):
         self.epsilon = self.epsilon_start
         self.buffer = None
         self._epsilon_fn = None
+        self.built = True
 
     # -- graph (keras.ops) ---------------------------------------------------------
     def call(self, obs, training=False):

@@ -1,0 +1,47 @@
+# Two commands do everything on a fresh machine with Python 3.11 and make:
+#   make run    set up, then train DQN on CartPole-v1 and log the run to MLflow (sqlite:///mlflow.db)
+#   make test   set up, then run the whole test suite once per backend (tensorflow, jax, torch)
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+BACKENDS ?= tensorflow jax torch
+BACKEND ?= jax
+CONFIG ?= configs/dqn-cartpole.json
+PYTEST_ARGS ?=
+
+.PHONY: install run test test-fast lint bench clean
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+
+# torch==2.13.0 first and pinned: pip takes the CPU wheel, never a multi-GB CUDA build.
+$(VENV)/.installed: $(BIN)/activate setup.cfg pyproject.toml
+	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
+	$(BIN)/pip install --quiet "torch==2.13.0"
+	$(BIN)/pip install --quiet -e ".[jax,torch,atari,box2d,test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	KERAS_BACKEND=$(BACKEND) $(BIN)/keras-rl-gym train $(CONFIG)
+
+test: install
+	@failed=""; \
+	for backend in $(BACKENDS); do \
+		echo "=== KERAS_BACKEND=$$backend"; \
+		KERAS_BACKEND=$$backend $(BIN)/python -m pytest $(PYTEST_ARGS) || failed="$$failed $$backend"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "FAILED on:$$failed"; exit 1; fi; \
+	echo "All backends passed: $(BACKENDS)"
+
+test-fast: install
+	@for backend in $(BACKENDS); do KERAS_BACKEND=$$backend $(BIN)/python -m pytest -m "not learning" -q || exit 1; done
+
+lint: install
+	$(BIN)/ruff check keras_rl_gym tests examples benchmarks
+	$(BIN)/ruff format --check keras_rl_gym tests examples benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
