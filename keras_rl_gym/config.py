@@ -151,11 +151,10 @@ def make_env(config: dict, *, num_envs: int | None = None, training: bool = True
 
 def make_agent(config: dict, env):
     """Builds the config's agent for ``env``'s spaces."""
+    from keras_rl_gym.spaces import env_spaces
+
     cls = agent_class(config["algo"])
-    if isinstance(env, gym.vector.VectorEnv):
-        obs_space, act_space = env.single_observation_space, env.single_action_space
-    else:
-        obs_space, act_space = env.observation_space, env.action_space
+    obs_space, act_space = env_spaces(env)
     params = dict(config.get("agent", {}))
     params.setdefault("seed", config.get("train", {}).get("seed"))
     return cls(obs_space, act_space, **params)

@@ -65,3 +65,12 @@ def same_space(a: spaces.Space, b: spaces.Space) -> bool:
     if isinstance(a, spaces.Discrete):
         return a.n == b.n
     return a.shape == b.shape
+
+
+def env_spaces(env) -> tuple[spaces.Space, spaces.Space]:
+    """``(observation_space, action_space)`` of one env, also for a vector env."""
+    import gymnasium as gym
+
+    if isinstance(env, gym.vector.VectorEnv):
+        return env.single_observation_space, env.single_action_space
+    return env.observation_space, env.action_space

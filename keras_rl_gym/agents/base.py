@@ -245,7 +245,7 @@ class Agent(keras.Model):
         self.stop_training = False
         self._on_fit_begin(n, steps)
         runtime = self.runtime
-        runtime.hold()
+        runtime.hold(steps)
 
         obs, _ = venv.reset(seed=seed)
         episode_return = np.zeros(n)

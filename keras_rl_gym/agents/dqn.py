@@ -174,6 +174,8 @@ class DQNAgent(Agent):
 
     def td_target(self, reward, next_obs, terminated):
         """The Bellman target ``y``, without gradient."""
+        reward = ops.cast(reward, "float32")
+        terminated = ops.cast(terminated, "float32")
         q_next_target = self.target_network(next_obs)
         if self.double:
             # The online network picks the action, the target network values it.
@@ -185,10 +187,8 @@ class DQNAgent(Agent):
         return ops.stop_gradient(y)
 
     def compute_rl_loss(self, batch):
-        reward = ops.cast(batch["reward"], "float32")
-        terminated = ops.cast(batch["terminated"], "float32")
         action = ops.cast(batch["action"], "int32")
-        y = self.td_target(reward, batch["next_obs"], terminated)
+        y = self.td_target(batch["reward"], batch["next_obs"], batch["terminated"])
         q = self.q_network(batch["obs"], training=True)
         q_taken = ops.take_along_axis(q, ops.expand_dims(action, -1), axis=-1)[:, 0]
         error = q_taken - y

@@ -53,8 +53,8 @@ class Runtime:
     def __init__(self, agent):
         self.agent = agent
 
-    def hold(self) -> None:
-        """Starts a training run: takes the state from the Keras variables."""
+    def hold(self, steps: int | None = None) -> None:
+        """Starts a training run of ``steps`` env steps: takes the state from the Keras variables."""
 
     def sync(self) -> None:
         """Writes any held state back into the Keras variables."""

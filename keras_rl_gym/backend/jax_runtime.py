@@ -41,7 +41,7 @@ class JaxRuntime(Runtime):
             [copy(opt.variables) for opt, _ in self.groups],
         )
 
-    def hold(self):
+    def hold(self, steps=None):
         self.state = self._read_variables()
 
     def sync(self):

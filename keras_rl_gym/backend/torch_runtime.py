@@ -1,11 +1,28 @@
-"""PyTorch runtime: eager Keras ops with autograd, under ``torch.no_grad`` to act."""
+"""PyTorch runtime: Keras ops with autograd, ``torch.compile``d for long runs.
+
+Keras on torch spends most of each call in per-op dispatch (~0.8 ms to act,
+~3 ms per DQN update on a tiny MLP, 2-core CPU). ``torch.compile`` of the act
+graph and of the loss forward brings those to ~0.26 ms and ~1.5 ms, but costs
+~20 s of compilation per agent, so it is used only where it pays:
+
+* ``KERAS_RL_GYM_TORCH_COMPILE=auto`` (default): compile when ``fit`` is asked
+  for at least 20,000 env steps;
+* ``KERAS_RL_GYM_TORCH_COMPILE=1`` / ``0``: always / never.
+
+If compilation fails, the runtime warns and stays eager.
+"""
 
 from __future__ import annotations
+
+import os
+import warnings
 
 import numpy as np
 import torch
 
 from keras_rl_gym.backend import Runtime
+
+COMPILE_MIN_STEPS = 20_000
 
 
 def _as_tensor(x):
@@ -16,16 +33,45 @@ class TorchRuntime(Runtime):
     def __init__(self, agent):
         super().__init__(agent)
         self.groups = agent.optimizer_groups()
+        self._act_fn = agent.act_graph
+        self._loss_fn = agent.compute_rl_loss
+        self.compiled = False
+
+    def hold(self, steps: int | None = None):
+        mode = os.environ.get("KERAS_RL_GYM_TORCH_COMPILE", "auto").lower()
+        wanted = mode in ("1", "true", "yes") or (mode == "auto" and (steps or 0) >= COMPILE_MIN_STEPS)
+        if wanted and not self.compiled:
+            self._act_fn = torch.compile(self.agent.act_graph, dynamic=False)
+            self._loss_fn = torch.compile(self.agent.compute_rl_loss, dynamic=False)
+            self.compiled = True
+
+    def _fallback(self, error):
+        warnings.warn(f"torch.compile failed ({error!r}); keras-rl-gym continues in eager mode.", stacklevel=3)
+        self._act_fn = self.agent.act_graph
+        self._loss_fn = self.agent.compute_rl_loss
+        self.compiled = False
 
     def act(self, obs):
         with torch.no_grad():
-            out = self.agent.act_graph(_as_tensor(obs))
+            try:
+                out = self._act_fn(_as_tensor(obs))
+            except Exception as error:  # compilation errors surface at the first call
+                if not self.compiled:
+                    raise
+                self._fallback(error)
+                out = self._act_fn(_as_tensor(obs))
         return torch.utils._pytree.tree_map(lambda t: t.detach().cpu().numpy(), out)
 
     def update(self, batch):
         # NumPy arrays would reach the loss as they are: convert first.
         batch = {k: _as_tensor(v) for k, v in batch.items()}
-        loss, metrics = self.agent.compute_rl_loss(batch)
+        try:
+            loss, metrics = self._loss_fn(batch)
+        except Exception as error:
+            if not self.compiled:
+                raise
+            self._fallback(error)
+            loss, metrics = self._loss_fn(batch)
         metrics = {"loss": loss, **metrics}
         out = {k: float(v.detach()) for k, v in metrics.items()}
         # A non-finite loss leaves every variable as it was (see Runtime.update).

@@ -1,0 +1,297 @@
+"""DQN: targets against hand-computed NumPy values, target updates, the fit loop's semantics, bad input."""
+
+import math
+import os
+import subprocess
+import sys
+
+import gymnasium as gym
+import keras
+import numpy as np
+import pytest
+from probe_envs import ContinuousActionEnv, CounterEnv, ImageEnv
+
+from keras_rl_gym import DQNAgent, NonFiniteLossError
+from keras_rl_gym.buffers import ReplayBuffer
+from keras_rl_gym.config import ConfigError, validate_config
+from keras_rl_gym.spaces import env_spaces
+from keras_rl_gym.schedules import current_learning_rate, exponential_schedule, learning_rate, linear_schedule
+
+OBS = gym.spaces.Box(-np.inf, np.inf, (4,), np.float32)
+ACT = gym.spaces.Discrete(3)
+
+
+def fixed_batch(n=6, seed=0):
+    rng = np.random.default_rng(seed)
+    return {
+        "obs": rng.normal(size=(n, 4)).astype("float32"),
+        "action": rng.integers(0, 3, n).astype("int32"),
+        "reward": rng.normal(size=n).astype("float32"),
+        "next_obs": rng.normal(size=(n, 4)).astype("float32"),
+        "terminated": np.array([0, 1, 0, 0, 1, 0][:n], dtype="float32"),
+    }
+
+
+def numpy_q(model, x, dueling):
+    """The Q-network's forward pass, written out in NumPy from its weights."""
+    h = x
+    for i in range(2):
+        k, b = model.get_layer(f"q_network_dense{i}").get_weights()
+        h = np.maximum(h @ k + b, 0.0)
+    if dueling:
+        kv, bv = model.get_layer("q_network_value").get_weights()
+        ka, ba = model.get_layer("q_network_advantage").get_weights()
+        v, a = h @ kv + bv, h @ ka + ba
+        return v + a - a.mean(axis=1, keepdims=True)
+    k, b = model.get_layer("q_network_q").get_weights()
+    return h @ k + b
+
+
+def randomize_target(agent, seed=1):
+    rng = np.random.default_rng(seed)
+    agent.target_network.set_weights([rng.normal(size=w.shape).astype("float32") for w in agent.target_network.get_weights()])
+
+
+# -- buffer and schedules --------------------------------------------------------------
+def test_replay_buffer_overwrites_oldest_and_samples_stored_rows():
+    buf = ReplayBuffer(5, {"x": ((), np.int64)}, seed=0)
+    buf.add(x=np.arange(3))
+    assert len(buf) == 3
+    buf.add(x=np.arange(3, 7))  # 7 items into 5 slots: 0 and 1 are gone
+    assert len(buf) == 5
+    assert sorted(buf.data["x"].tolist()) == [2, 3, 4, 5, 6]
+    sample = buf.sample(1000)["x"]
+    assert set(sample.tolist()) == {2, 3, 4, 5, 6}
+    with pytest.raises(ValueError, match="empty"):
+        ReplayBuffer(3, {"x": ((), np.int64)}).sample(2)
+
+
+def test_schedules():
+    lin = linear_schedule(1.0, 0.1, 100)
+    assert lin(0) == 1.0 and math.isclose(lin(50), 0.55) and math.isclose(lin(100), 0.1) and lin(1000) == pytest.approx(0.1)
+    exp = exponential_schedule(1.0, 0.01, 100)
+    assert math.isclose(exp(50), 0.1, rel_tol=1e-9) and math.isclose(exp(500), 0.01, rel_tol=1e-9)
+    lr = learning_rate(0.1, decay=0.5, decay_steps=10)
+    assert math.isclose(current_learning_rate(lr, 20), 0.025, rel_tol=1e-5)
+    assert current_learning_rate(learning_rate(0.1), 999) == 0.1
+
+
+# -- targets and loss against NumPy ---------------------------------------------------------
+@pytest.mark.parametrize("double", [False, True])
+@pytest.mark.parametrize("dueling", [False, True])
+def test_td_target_matches_numpy(double, dueling):
+    agent = DQNAgent(OBS, ACT, double=double, dueling=dueling, hidden_sizes=(8, 8), gamma=0.9, seed=0)
+    randomize_target(agent)  # online and target differ, so double vs vanilla differ too
+    b = fixed_batch()
+    y = keras.ops.convert_to_numpy(agent.td_target(b["reward"], b["next_obs"], b["terminated"]))
+
+    q_next_target = numpy_q(agent.target_network, b["next_obs"], dueling)
+    if double:
+        best = numpy_q(agent.q_network, b["next_obs"], dueling).argmax(axis=1)
+    else:
+        best = q_next_target.argmax(axis=1)
+    expected = b["reward"] + 0.9 * (1.0 - b["terminated"]) * q_next_target[np.arange(6), best]
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+    # Terminal transitions do not bootstrap.
+    np.testing.assert_allclose(y[b["terminated"] == 1], b["reward"][b["terminated"] == 1], rtol=1e-6)
+
+
+@pytest.mark.parametrize("loss", ["mse", "huber"])
+def test_loss_matches_numpy(loss):
+    agent = DQNAgent(OBS, ACT, double=True, hidden_sizes=(8, 8), loss=loss, seed=0)
+    randomize_target(agent)
+    b = fixed_batch()
+    value, metrics = agent.compute_rl_loss(b)
+    y = keras.ops.convert_to_numpy(agent.td_target(b["reward"], b["next_obs"], b["terminated"]))
+    q = numpy_q(agent.q_network, b["obs"], False)[np.arange(6), b["action"]]
+    err = q - y
+    expected = np.mean(err**2) if loss == "mse" else np.mean(np.where(abs(err) < 1, 0.5 * err**2, abs(err) - 0.5))
+    assert float(keras.ops.convert_to_numpy(value)) == pytest.approx(expected, rel=1e-5)
+    assert float(keras.ops.convert_to_numpy(metrics["q_mean"])) == pytest.approx(q.mean(), rel=1e-5)
+
+
+def test_update_step_moves_weights_but_not_target():
+    agent = DQNAgent(OBS, ACT, hidden_sizes=(8, 8), seed=0)
+    before = [w.copy() for w in agent.q_network.get_weights()]
+    target_before = [w.copy() for w in agent.target_network.get_weights()]
+    metrics = agent.runtime.update(fixed_batch())
+    assert math.isfinite(metrics["loss"])
+    after = agent.q_network.get_weights()
+    assert any(not np.allclose(a, b) for a, b in zip(after, before))
+    for a, b in zip(agent.target_network.get_weights(), target_before):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_hard_and_soft_target_updates():
+    agent = DQNAgent(OBS, ACT, hidden_sizes=(8, 8), seed=0)
+    randomize_target(agent)
+    online = [w.copy() for w in agent.q_network.get_weights()]
+    target = [w.copy() for w in agent.target_network.get_weights()]
+    agent.runtime.update_targets(0.1)
+    for t_new, t_old, o in zip(agent.target_network.get_weights(), target, online):
+        np.testing.assert_allclose(t_new, t_old + 0.1 * (o - t_old), rtol=1e-5, atol=1e-6)
+    agent.runtime.update_targets(1.0)
+    for t_new, o in zip(agent.target_network.get_weights(), online):
+        np.testing.assert_array_equal(t_new, o)
+
+
+def test_nonfinite_loss_leaves_weights_untouched():
+    agent = DQNAgent(OBS, ACT, hidden_sizes=(8, 8), seed=0)
+    before = [w.copy() for w in agent.get_weights()]
+    batch = fixed_batch()
+    batch["reward"][0] = np.nan
+    metrics = agent.runtime.update(batch)
+    assert math.isnan(metrics["loss"])
+    for a, b in zip(agent.get_weights(), before):
+        np.testing.assert_array_equal(a, b)
+
+
+# -- the fit loop -----------------------------------------------------------------------
+def small_agent(env, **kwargs):
+    defaults = dict(hidden_sizes=(16,), learning_starts=10, batch_size=8, buffer_size=1000, seed=0)
+    defaults.update(kwargs)
+    return DQNAgent(*env_spaces(env), **defaults)
+
+
+@pytest.mark.parametrize("truncate", [False, True])
+def test_truncation_bootstraps_and_termination_does_not(truncate):
+    env = CounterEnv(length=3, truncate=truncate)
+    agent = small_agent(env)
+    agent.fit(env, steps=30, verbose=0)
+    data = agent.buffer.data
+    last = data["next_obs"][: len(agent.buffer), 1] == 3  # transitions into the final obs
+    assert last.any()
+    expected = 0.0 if truncate else 1.0
+    assert (data["terminated"][: len(agent.buffer)][last] == expected).all()
+    assert (data["terminated"][: len(agent.buffer)][~last] == 0.0).all()
+
+
+@pytest.mark.parametrize("mode", ["NextStep", "SameStep"])
+def test_vector_env_never_stores_a_transition_across_a_reset(mode):
+    autoreset = gym.vector.AutoresetMode(mode)
+    venv = gym.vector.SyncVectorEnv([lambda: CounterEnv(length=4) for _ in range(3)], autoreset_mode=autoreset)
+    agent = small_agent(venv)
+    history = agent.fit(venv, steps=120, verbose=0, log_every=40)
+    n = len(agent.buffer)
+    assert n == 120  # exactly the requested number of real transitions
+    obs, next_obs = agent.buffer.data["obs"][:n], agent.buffer.data["next_obs"][:n]
+    np.testing.assert_array_equal(next_obs[:, 0], obs[:, 0])  # same episode
+    np.testing.assert_array_equal(next_obs[:, 1], obs[:, 1] + 1)  # consecutive steps
+    assert history.history["episode_length"] == [4.0, 4.0, 4.0]
+    assert history.history["episode_return"][-1] == 4.0
+
+
+def test_fit_returns_history_and_logs_schedules():
+    env = gym.make("CartPole-v1")
+    agent = small_agent(env, exploration_fraction=0.5, learning_rate_decay=0.5)
+    history = agent.fit(env, steps=400, verbose=0, log_every=100)
+    assert isinstance(history, keras.callbacks.History)
+    h = history.history
+    assert len(h["env_steps"]) == 4 and h["env_steps"][-1] == 400
+    assert h["epsilon"][0] > h["epsilon"][-1] == pytest.approx(0.02)
+    assert len(h["loss"]) == 4 and all(math.isfinite(v) for v in h["loss"])
+    assert h["steps_per_second"][-1] > 0
+    assert h["learning_rate"][-1] < 1e-3  # decayed after ~390 updates
+
+
+def test_same_seed_same_run():
+    def run():
+        env = gym.make("CartPole-v1")
+        agent = small_agent(env, seed=3)
+        return agent.fit(env, steps=200, verbose=0, log_every=50).history["loss"]
+
+    assert run() == run()
+
+
+# -- bad input --------------------------------------------------------------------------
+def test_wrong_action_space_is_named():
+    env = ContinuousActionEnv()
+    with pytest.raises(TypeError, match="DQNAgent needs a Discrete action space"):
+        DQNAgent(env.observation_space, env.action_space)
+
+
+def test_image_observation_needs_conv():
+    env = ImageEnv()
+    with pytest.raises(ValueError, match="network='conv'"):
+        DQNAgent(env.observation_space, env.action_space, network="dense")
+
+
+@pytest.mark.parametrize("steps", [0, -5, 2.5, None])
+def test_bad_step_count(steps):
+    env = CounterEnv()
+    with pytest.raises(ValueError, match="steps must be a positive integer"):
+        small_agent(env).fit(env, steps=steps, verbose=0)
+
+
+def test_env_space_mismatch_and_non_env():
+    agent = small_agent(CounterEnv())
+    with pytest.raises(ValueError, match="observation space"):
+        agent.fit(gym.make("CartPole-v1"), steps=10, verbose=0)
+    with pytest.raises(TypeError, match="Gymnasium env"):
+        agent.fit(np.zeros((3, 2)), steps=10)
+
+
+def test_unknown_keys_are_named():
+    with pytest.raises(ValueError, match="bogus"):
+        DQNAgent(OBS, ACT, bogus=1)
+    with pytest.raises(ConfigError, match=r"Unknown agent \(DQNAgent\) key\(s\) \['lr'\]"):
+        validate_config({"algo": "dqn", "env": "CartPole-v1", "agent": {"lr": 0.1}})
+    with pytest.raises(ConfigError, match=r"Unknown config key\(s\) \['enviroment'\]"):
+        validate_config({"algo": "dqn", "env": "CartPole-v1", "enviroment": 1})
+    with pytest.raises(ConfigError, match="Unknown algo 'dqm'"):
+        validate_config({"algo": "dqm", "env": "CartPole-v1"})
+
+
+def test_nan_loss_stops_fit_and_saves_last_finite_weights(tmp_path):
+    env = CounterEnv(length=5, reward=lambda t: np.nan if t == 3 else 1.0)
+    agent = small_agent(env, learning_starts=4)
+    path = str(tmp_path / "rescued.keras")
+    with pytest.raises(NonFiniteLossError, match="Non-finite loss") as info:
+        agent.fit(env, steps=200, verbose=0, checkpoint_path=path)
+    assert info.value.checkpoint_path == path and os.path.exists(path)
+    restored = keras.saving.load_model(path)
+    weights = restored.get_weights()
+    assert all(np.isfinite(w).all() for w in weights)
+    for a, b in zip(weights, agent.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+# -- save / load ------------------------------------------------------------------------
+def test_save_and_load_model_gives_same_actions_and_keeps_training(tmp_path):
+    env = gym.make("CartPole-v1")
+    agent = small_agent(env, dueling=True, double=True)
+    agent.fit(env, steps=100, verbose=0)
+    path = str(tmp_path / "agent.keras")
+    agent.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded, DQNAgent) and loaded.get_config() == agent.get_config()
+    obs = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
+    np.testing.assert_array_equal(loaded.act(obs), agent.act(obs))
+    assert loaded.act(obs[0]) in (0, 1)
+    assert int(keras.ops.convert_to_numpy(loaded.optimizer.iterations)) == int(
+        keras.ops.convert_to_numpy(agent.optimizer.iterations)
+    )
+    loaded.fit(env, steps=50, verbose=0)
+
+
+SAVE_SCRIPT = """
+import sys, numpy as np, gymnasium as gym
+from keras_rl_gym import DQNAgent
+env = gym.make("CartPole-v1")
+agent = DQNAgent(env.observation_space, env.action_space, dueling=True, hidden_sizes=(16, 16), seed=4)
+agent.fit(env, steps=150, verbose=0)
+agent.save(sys.argv[1])
+obs = np.random.default_rng(1).normal(size=(64, 4)).astype("float32")
+np.savez(sys.argv[2], obs=obs, actions=agent.act(obs))
+"""
+
+
+def test_agent_saved_on_another_backend_loads_with_same_actions(tmp_path, backend):
+    other = {"jax": "torch", "torch": "tensorflow", "tensorflow": "jax"}[backend]
+    script = tmp_path / "save.py"
+    script.write_text(SAVE_SCRIPT)
+    env = dict(os.environ, KERAS_BACKEND=other)
+    subprocess.run([sys.executable, str(script), "agent.keras", "ref.npz"], check=True, env=env, cwd=tmp_path)
+    agent = keras.saving.load_model(tmp_path / "agent.keras")
+    ref = np.load(tmp_path / "ref.npz")
+    np.testing.assert_array_equal(agent.act(ref["obs"]), ref["actions"])
