@@ -221,8 +221,14 @@ class MLflowLogger(keras.callbacks.Callback):
     def _log_agent(self):
         import mlflow
 
+        import numpy as np
+        from mlflow.models import infer_signature
+
         requirements = [f"{k.split('.', 1)[1]}=={v}" for k, v in _versions().items()]
-        mlflow.keras.log_model(self.model, name="model", pip_requirements=requirements)
+        space = self.model.observation_space
+        example = np.stack([space.sample() for _ in range(2)])
+        signature = infer_signature(example, np.asarray(self.model.predict_on_batch(example)))
+        mlflow.keras.log_model(self.model, name="model", pip_requirements=requirements, signature=signature)
 
     def _learning_curve(self):
         import matplotlib

@@ -43,7 +43,7 @@ WRAPPERS = {
 # Env factories that replace gymnasium.make for a whole family (e.g. Atari): "module:callable(env_id, **kwargs)".
 ENV_FACTORIES = {}
 
-TOP_LEVEL_KEYS = {"algo", "env", "env_kwargs", "env_factory", "num_envs", "vectorization_mode", "wrappers", "agent", "train", "name"}
+TOP_LEVEL_KEYS = {"description", "algo", "env", "env_kwargs", "env_factory", "num_envs", "vectorization_mode", "wrappers", "agent", "train", "name"}
 TRAIN_KEYS = {"steps", "seed", "log_every", "eval_episodes", "mlflow", "experiment", "run_name", "save_path"}
 
 

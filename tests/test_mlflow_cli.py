@@ -1,0 +1,128 @@
+"""MLflow logging (checked through a real ``mlflow server``) and the ``keras-rl-gym`` command."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import gymnasium as gym
+import mlflow
+import numpy as np
+import pytest
+from probe_envs import CounterEnv
+
+from keras_rl_gym import DQNAgent, NonFiniteLossError
+from keras_rl_gym.callbacks import MLflowLogger
+from keras_rl_gym.cli import main
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rest(base, path, body=None):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(base + path, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture
+def trained_run(tmp_path):
+    env = gym.make("CartPole-v1")
+    agent = DQNAgent(env.observation_space, env.action_space, learning_starts=50, hidden_sizes=(16,), seed=0)
+    logger = MLflowLogger(experiment_name="test", run_name="short")
+    agent.fit(env, steps=400, verbose=0, log_every=100, callbacks=[logger])
+    return agent, logger.run_id
+
+
+def test_mlflow_server_serves_the_run_its_metrics_and_model(trained_run, tmp_path):
+    agent, run_id = trained_run
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", os.environ["MLFLOW_TRACKING_URI"],
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                urllib.request.urlopen(base + "/health", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None, "mlflow server exited"
+                assert time.time() < deadline, "mlflow server did not start within 180 s"
+                time.sleep(1)
+        experiment = rest(base, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=test")["experiment"]
+        runs = rest(base, "/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
+        assert [r["info"]["run_id"] for r in runs] == [run_id]
+        run = runs[0]
+        assert run["info"]["status"] == "FINISHED"
+        params = {p["key"]: p["value"] for p in run["data"]["params"]}
+        assert params["backend"] == os.environ.get("KERAS_BACKEND", "tensorflow")
+        assert params["agent.class"] == "DQNAgent" and params["agent.hidden_sizes"] == "[16]"
+        assert params["fit.env_id"] == "CartPole-v1" and "version.keras" in params
+        latest = {m["key"] for m in run["data"]["metrics"]}
+        assert {"episode_return", "episode_length", "loss", "epsilon", "learning_rate", "steps_per_second"} <= latest
+        history = rest(base, f"/api/2.0/mlflow/metrics/get-history?run_id={run_id}&metric_key=episode_return")
+        assert len(history["metrics"]) >= 5 and all(m["value"] >= 1 for m in history["metrics"])
+        artifacts = rest(base, f"/api/2.0/mlflow/artifacts/list?run_id={run_id}")
+        assert "learning_curve.png" in [f["path"] for f in artifacts["files"]]
+        models = rest(base, "/api/2.0/mlflow/logged-models/search", {"experiment_ids": [experiment["experiment_id"]]})
+        (model,) = models["models"]
+        assert model["info"]["source_run_id"] == run_id and model["info"]["status"] == "LOGGED_MODEL_READY"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    assert server.returncode is not None
+
+    # The logged agent loads as a pyfunc model and predicts Q-values.
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{model['info']['model_id']}")
+    obs = np.random.default_rng(0).normal(size=(5, 4)).astype("float32")
+    q = np.asarray(pyfunc.predict(obs))
+    assert q.shape == (5, 2)
+    np.testing.assert_allclose(q, np.asarray(agent.predict_on_batch(obs)), rtol=1e-5, atol=1e-6)
+
+
+def test_failed_run_keeps_its_logs_and_checkpoint():
+    env = CounterEnv(length=5, reward=lambda t: np.nan if t == 3 else 1.0)
+    agent = DQNAgent(env.observation_space, env.action_space, learning_starts=30, batch_size=8, seed=0)
+    logger = MLflowLogger(experiment_name="test")
+    with pytest.raises(NonFiniteLossError):
+        agent.fit(env, steps=500, verbose=0, log_every=10, callbacks=[logger])
+    run = mlflow.MlflowClient().get_run(logger.run_id)
+    assert run.info.status == "FAILED"
+    assert "Non-finite loss" in run.data.tags["error"]
+    # What was logged before the failure is kept (the returns themselves are NaN here, so not logged).
+    assert run.data.metrics["episode_length"] == 5.0 and "episode_return" not in run.data.metrics
+    artifacts = [a.path for a in mlflow.MlflowClient().list_artifacts(logger.run_id, "checkpoint")]
+    assert artifacts == [f"checkpoint/{agent.name}-last-finite.keras"]
+
+
+def test_cli_trains_logs_and_saves(capsys, tmp_path):
+    code = main(["train", "--algo", "dqn", "--env", "CartPole-v1", "--steps", "300", "--seed", "1", "-q",
+                 "--experiment", "cli", "--save", str(tmp_path / "cli.keras")])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "Evaluation over 10 episodes" in out and "mlflow ui --backend-store-uri" in out
+    assert (tmp_path / "cli.keras").exists()
+    runs = mlflow.search_runs(experiment_names=["cli"], output_format="list")
+    assert len(runs) == 1 and "eval_mean_return" in runs[0].data.metrics
+
+
+def test_cli_runs_config_file_and_rejects_unknown_keys(tmp_path, capsys):
+    config = {"algo": "dqn", "env": "CartPole-v1", "agent": {"hidden_sizes": [8]}, "train": {"steps": 200, "mlflow": False}}
+    (tmp_path / "ok.json").write_text(json.dumps(config))
+    assert main(["train", str(tmp_path / "ok.json"), "-q"]) == 0
+    config["agent"]["learning_rat"] = 0.1
+    (tmp_path / "bad.json").write_text(json.dumps(config))
+    assert main(["train", str(tmp_path / "bad.json"), "-q"]) == 2
+    assert "learning_rat" in capsys.readouterr().err
