@@ -84,6 +84,11 @@ class _Callbacks:
                 method(*args, **kwargs)
 
 
+# Host-side counters and schedules change every env step; Keras's tracked
+# ``Layer.__setattr__`` costs ~14 us a call, which these types do not need.
+_UNTRACKED = (bool, int, float, type(None), np.integer, np.floating, np.bool_)
+
+
 class Agent(keras.Model):
     """Base class of every keras-rl-gym agent: a ``keras.Model`` that can ``fit`` an env.
 
@@ -120,6 +125,12 @@ class Agent(keras.Model):
         self._runtime = None
         self.env_steps = 0
         self.updates = 0
+
+    def __setattr__(self, name, value):
+        if isinstance(value, _UNTRACKED) and name in self.__dict__:
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
 
     # -- what an algorithm writes ---------------------------------------------
     def act_graph(self, obs):
