@@ -122,7 +122,9 @@ def run_sb3(steps: int, seed: int) -> dict:
 def throughput(args):
     backend = keras.backend.backend()
     ours = run_ours(args.steps, args.seed)
-    print(f"keras-rl-gym ({backend}): {ours['steps_per_second']:.0f} env steps/s, eval return {ours['eval_return']:.1f}")
+    print(
+        f"keras-rl-gym ({backend}): {ours['steps_per_second']:.0f} env steps/s, eval return {ours['eval_return']:.1f}"
+    )
     sb3 = run_sb3(args.steps, args.seed)
     print(f"Stable-Baselines3 DQN:     {sb3['steps_per_second']:.0f} env steps/s, eval return {sb3['eval_return']:.1f}")
     ratio = ours["steps_per_second"] / sb3["steps_per_second"]
@@ -143,7 +145,8 @@ def learning(args):
         elapsed = time.perf_counter() - start
         result = agent.evaluate(make_env(config, training=False), episodes=10, seed=10_000 + seed)
         results.append(result["mean_return"])
-        print(f"seed {seed}: mean eval return {result['mean_return']:.1f} after {steps} steps ({steps / elapsed:.0f} steps/s)")
+        rate = steps / elapsed
+        print(f"seed {seed}: mean eval return {result['mean_return']:.1f} after {steps} steps ({rate:.0f} steps/s)")
     passed = sum(r >= 475 for r in results)
     print(f"{keras.backend.backend()}: {passed}/{len(results)} seeds reach >= 475; returns {results}")
 

@@ -1,7 +1,7 @@
 """Train a Double DQN on CartPole-v1 and log the run to MLflow.
 
-    KERAS_BACKEND=jax python examples/dqn_cartpole.py --steps 50000
-    mlflow ui --backend-store-uri sqlite:///mlflow.db
+KERAS_BACKEND=jax python examples/dqn_cartpole.py --steps 50000
+mlflow ui --backend-store-uri sqlite:///mlflow.db
 """
 
 import argparse

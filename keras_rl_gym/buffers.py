@@ -27,10 +27,7 @@ class ReplayBuffer:
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}.")
         self.capacity = int(capacity)
-        self.data = {
-            name: np.zeros((self.capacity, *shape), dtype=dtype)
-            for name, (shape, dtype) in fields.items()
-        }
+        self.data = {name: np.zeros((self.capacity, *shape), dtype=dtype) for name, (shape, dtype) in fields.items()}
         self.position = 0
         self.size = 0
         self.rng = np.random.default_rng(seed)

@@ -205,9 +205,7 @@ class MLflowLogger(keras.callbacks.Callback):
         import mlflow
 
         step = self.model.env_steps if step is None else step
-        mlflow.log_metrics(
-            {f"eval_{k}": v for k, v in evaluation.items() if isinstance(v, (int, float))}, step=step
-        )
+        mlflow.log_metrics({f"eval_{k}": v for k, v in evaluation.items() if isinstance(v, (int, float))}, step=step)
 
     def end(self, status: str = "FINISHED"):
         """Ends the run if this callback started it."""
@@ -220,7 +218,6 @@ class MLflowLogger(keras.callbacks.Callback):
     # -- artifacts -----------------------------------------------------------------
     def _log_agent(self):
         import mlflow
-
         import numpy as np
         from mlflow.models import infer_signature
 

@@ -41,7 +41,12 @@ def build_config(args) -> dict:
         if value is not None:
             config[key] = value
     train = config.setdefault("train", {})
-    for key, value in (("steps", args.steps), ("seed", args.seed), ("experiment", args.experiment), ("save_path", args.save)):
+    for key, value in (
+        ("steps", args.steps),
+        ("seed", args.seed),
+        ("experiment", args.experiment),
+        ("save_path", args.save),
+    ):
         if value is not None:
             train[key] = value
     if args.no_mlflow:

@@ -43,7 +43,19 @@ WRAPPERS = {
 # Env factories that replace gymnasium.make for a whole family (e.g. Atari): "module:callable(env_id, **kwargs)".
 ENV_FACTORIES = {}
 
-TOP_LEVEL_KEYS = {"description", "algo", "env", "env_kwargs", "env_factory", "num_envs", "vectorization_mode", "wrappers", "agent", "train", "name"}
+TOP_LEVEL_KEYS = {
+    "description",
+    "algo",
+    "env",
+    "env_kwargs",
+    "env_factory",
+    "num_envs",
+    "vectorization_mode",
+    "wrappers",
+    "agent",
+    "train",
+    "name",
+}
 TRAIN_KEYS = {"steps", "seed", "log_every", "eval_episodes", "mlflow", "experiment", "run_name", "save_path"}
 
 
@@ -124,7 +136,9 @@ def validate_config(config: dict) -> dict:
 
 def _wrap(env, wrappers):
     for entry in wrappers:
-        name, params = (entry[0], entry[1] if len(entry) > 1 else {}) if isinstance(entry, (list, tuple)) else (entry, {})
+        name, params = (
+            (entry[0], entry[1] if len(entry) > 1 else {}) if isinstance(entry, (list, tuple)) else (entry, {})
+        )
         env = _load_object(WRAPPERS[name])(env, **params)
     return env
 
@@ -183,11 +197,17 @@ def run(config: dict, *, verbose: int = 1, callbacks=None):
         callbacks.append(logger)
     try:
         history = agent.fit(
-            env, steps=train.get("steps", 50_000), callbacks=callbacks, verbose=verbose,
-            log_every=train.get("log_every", 1000), seed=train.get("seed"),
+            env,
+            steps=train.get("steps", 50_000),
+            callbacks=callbacks,
+            verbose=verbose,
+            log_every=train.get("log_every", 1000),
+            seed=train.get("seed"),
         )
         eval_env = make_env(config, num_envs=1, training=False)
-        evaluation = agent.evaluate(eval_env, episodes=train.get("eval_episodes", 10), seed=(train.get("seed") or 0) + 10_000)
+        evaluation = agent.evaluate(
+            eval_env, episodes=train.get("eval_episodes", 10), seed=(train.get("seed") or 0) + 10_000
+        )
         if logger is not None:
             logger.log_evaluation(evaluation)
         if train.get("save_path"):

@@ -14,8 +14,8 @@ from probe_envs import ContinuousActionEnv, CounterEnv, ImageEnv
 from keras_rl_gym import DQNAgent, NonFiniteLossError
 from keras_rl_gym.buffers import ReplayBuffer
 from keras_rl_gym.config import ConfigError, validate_config
-from keras_rl_gym.spaces import env_spaces
 from keras_rl_gym.schedules import current_learning_rate, exponential_schedule, learning_rate, linear_schedule
+from keras_rl_gym.spaces import env_spaces
 
 OBS = gym.spaces.Box(-np.inf, np.inf, (4,), np.float32)
 ACT = gym.spaces.Discrete(3)
@@ -49,7 +49,9 @@ def numpy_q(model, x, dueling):
 
 def randomize_target(agent, seed=1):
     rng = np.random.default_rng(seed)
-    agent.target_network.set_weights([rng.normal(size=w.shape).astype("float32") for w in agent.target_network.get_weights()])
+    agent.target_network.set_weights(
+        [rng.normal(size=w.shape).astype("float32") for w in agent.target_network.get_weights()]
+    )
 
 
 # -- buffer and schedules --------------------------------------------------------------
@@ -68,7 +70,12 @@ def test_replay_buffer_overwrites_oldest_and_samples_stored_rows():
 
 def test_schedules():
     lin = linear_schedule(1.0, 0.1, 100)
-    assert lin(0) == 1.0 and math.isclose(lin(50), 0.55) and math.isclose(lin(100), 0.1) and lin(1000) == pytest.approx(0.1)
+    assert (
+        lin(0) == 1.0
+        and math.isclose(lin(50), 0.55)
+        and math.isclose(lin(100), 0.1)
+        and lin(1000) == pytest.approx(0.1)
+    )
     exp = exponential_schedule(1.0, 0.01, 100)
     assert math.isclose(exp(50), 0.1, rel_tol=1e-9) and math.isclose(exp(500), 0.01, rel_tol=1e-9)
     lr = learning_rate(0.1, decay=0.5, decay_steps=10)

@@ -46,9 +46,23 @@ def test_mlflow_server_serves_the_run_its_metrics_and_model(trained_run, tmp_pat
     agent, run_id = trained_run
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", os.environ["MLFLOW_TRACKING_URI"],
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            os.environ["MLFLOW_TRACKING_URI"],
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -108,8 +122,24 @@ def test_failed_run_keeps_its_logs_and_checkpoint():
 
 
 def test_cli_trains_logs_and_saves(capsys, tmp_path):
-    code = main(["train", "--algo", "dqn", "--env", "CartPole-v1", "--steps", "300", "--seed", "1", "-q",
-                 "--experiment", "cli", "--save", str(tmp_path / "cli.keras")])
+    code = main(
+        [
+            "train",
+            "--algo",
+            "dqn",
+            "--env",
+            "CartPole-v1",
+            "--steps",
+            "300",
+            "--seed",
+            "1",
+            "-q",
+            "--experiment",
+            "cli",
+            "--save",
+            str(tmp_path / "cli.keras"),
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "Evaluation over 10 episodes" in out and "mlflow ui --backend-store-uri" in out
@@ -119,7 +149,12 @@ def test_cli_trains_logs_and_saves(capsys, tmp_path):
 
 
 def test_cli_runs_config_file_and_rejects_unknown_keys(tmp_path, capsys):
-    config = {"algo": "dqn", "env": "CartPole-v1", "agent": {"hidden_sizes": [8]}, "train": {"steps": 200, "mlflow": False}}
+    config = {
+        "algo": "dqn",
+        "env": "CartPole-v1",
+        "agent": {"hidden_sizes": [8]},
+        "train": {"steps": 200, "mlflow": False},
+    }
     (tmp_path / "ok.json").write_text(json.dumps(config))
     assert main(["train", str(tmp_path / "ok.json"), "-q"]) == 0
     config["agent"]["learning_rat"] = 0.1

@@ -104,9 +104,7 @@ class DQNAgent(Agent):
         require(self.observation_space, (spaces.Box,), type(self).__name__, "observation")
         obs_shape = self.observation_space.shape
         if network == "dense" and len(obs_shape) == 3:
-            raise ValueError(
-                f"{type(self).__name__}: image observations {obs_shape} need network='conv', not 'dense'."
-            )
+            raise ValueError(f"{type(self).__name__}: image observations {obs_shape} need network='conv', not 'dense'.")
         if network == "conv" and len(obs_shape) != 3:
             raise ValueError(f"{type(self).__name__}: network='conv' needs HxWxC observations, got shape {obs_shape}.")
         if loss not in LOSSES:
@@ -297,4 +295,3 @@ class DQNAgent(Agent):
             max_grad_norm=self.max_grad_norm,
         )
         return config
-

@@ -87,9 +87,7 @@ class JaxRuntime(Runtime):
         new_trainable = list(trainable)
         new_opt_values = []
         for (opt, _), index, values in zip(self.groups, self.group_index, opt_values):
-            params, values = opt.stateless_apply(
-                values, [grads[i] for i in index], [trainable[i] for i in index]
-            )
+            params, values = opt.stateless_apply(values, [grads[i] for i in index], [trainable[i] for i in index])
             for i, p in zip(index, params):
                 new_trainable[i] = p
             new_opt_values.append(values)
