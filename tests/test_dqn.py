@@ -302,3 +302,23 @@ def test_agent_saved_on_another_backend_loads_with_same_actions(tmp_path, backen
     agent = keras.saving.load_model(tmp_path / "agent.keras")
     ref = np.load(tmp_path / "ref.npz")
     np.testing.assert_array_equal(agent.act(ref["obs"]), ref["actions"])
+
+
+def test_conv_q_network_on_uint8_frames():
+    env = ImageEnv()
+    agent = small_agent(env, network="conv", hidden_sizes=(32,), dueling=True, buffer_size=64)
+    layers = [layer.name for layer in agent.q_network.layers]
+    assert "q_network_scale" in layers and "q_network_conv2" in layers  # Nature torso, frames scaled inside
+    assert agent.buffer is None or agent.buffer.data["obs"].dtype == np.uint8
+    agent.fit(env, steps=40, verbose=0)
+    assert agent.buffer.data["obs"].dtype == np.uint8  # replay keeps bytes, not floats
+    assert agent.updates > 0
+    assert agent.act(np.zeros((84, 84, 4), np.uint8)) in (0, 1)
+
+
+def test_exponential_epsilon_schedule_reaches_final():
+    env = CounterEnv(length=5)
+    agent = small_agent(env, epsilon_schedule="exponential", exploration_fraction=0.5, epsilon_final=0.05)
+    history = agent.fit(env, steps=100, verbose=0, log_every=25)
+    eps = history.history["epsilon"]
+    assert eps[0] > eps[1] > eps[-1] and eps[-1] == pytest.approx(0.05)
