@@ -4,7 +4,7 @@ They are ``keras.callbacks.Callback``s with three RL hooks added, which
 ``fit`` calls on any callback that defines them:
 
 * ``on_episode_end(episode, logs)``: ``logs`` has ``episode_return``, ``episode_length``, ``env_steps``;
-* ``on_progress(step, logs)``: after every env step (keep it cheap);
+* ``on_progress(step, logs)``: during ``fit``, about 20 times a second and at the last step;
 * ``on_fit_error(error)``: before ``fit`` raises, e.g. on a non-finite loss.
 """
 

@@ -72,7 +72,9 @@ class Runtime:
 
         Returns the metrics as Python floats. When the loss is not finite the
         step leaves every variable untouched, so the caller can stop training
-        with the last finite weights intact.
+        with the last finite weights intact. While state is held (inside
+        ``fit``), a runtime may return the previous update's metrics instead,
+        ``{}`` for the first: JAX does, to fuse each update with the next act.
         """
         raise NotImplementedError
 
