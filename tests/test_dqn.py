@@ -153,6 +153,36 @@ def test_nonfinite_loss_leaves_weights_untouched():
         np.testing.assert_array_equal(a, b)
 
 
+def test_updates_inside_fit_match_plain_updates(monkeypatch):
+    """Inside ``fit`` a runtime may fuse an update with the next act (JAX, TF) or
+    run compiled graphs (torch): the weights and actions must not change."""
+    monkeypatch.setenv("KERAS_RL_GYM_TORCH_COMPILE", "1")
+    batch, obs = fixed_batch(), fixed_batch(seed=1)["obs"]
+    plain = DQNAgent(OBS, ACT, hidden_sizes=(8, 8), double=True, max_grad_norm=1.0, seed=0)
+    held = DQNAgent(OBS, ACT, hidden_sizes=(8, 8), double=True, max_grad_norm=1.0, seed=0)
+    losses = [plain.runtime.update(batch)["loss"] for _ in range(3)]
+    plain.runtime.update_targets(1.0)
+    losses.append(plain.runtime.update(batch)["loss"])
+
+    runtime = held.runtime
+    runtime.hold(100)
+    held_losses = []
+    for _ in range(3):
+        held_losses.append(runtime.update(batch).get("loss"))
+        runtime.act(obs)  # what fit does next: may run the waiting update first
+    runtime.update_targets(1.0)
+    held_losses.append(runtime.update(batch).get("loss"))
+    runtime.release()
+
+    for a, b in zip(plain.get_weights(), held.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(plain.act(obs), held.act(obs))
+    # A fused runtime reports each update's metrics one call late.
+    reported = [x for x in held_losses if x is not None]
+    np.testing.assert_allclose(reported, losses[: len(reported)], rtol=1e-5)
+    assert len(reported) >= 3
+
+
 # -- the fit loop -----------------------------------------------------------------------
 def small_agent(env, **kwargs):
     defaults = dict(hidden_sizes=(16,), learning_starts=10, batch_size=8, buffer_size=1000, seed=0)
