@@ -30,6 +30,10 @@ import gymnasium as gym
 # Algorithm name -> "module:Class". Strings, so that reading a config does not import Keras.
 ALGORITHMS = {
     "dqn": "keras_rl_gym.agents.dqn:DQNAgent",
+    "reinforce": "keras_rl_gym.agents.reinforce:ReinforceAgent",
+    "actor_critic": "keras_rl_gym.agents.actor_critic:ActorCriticAgent",
+    "a2c": "keras_rl_gym.agents.actor_critic:ActorCriticAgent",
+    "ppo": "keras_rl_gym.agents.ppo:PPOAgent",
 }
 
 # Wrapper name -> "module:callable(env, **params)"; Gymnasium's own wrappers by their names.

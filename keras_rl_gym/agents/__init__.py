@@ -1,6 +1,9 @@
 """The agents: one module per algorithm family."""
 
+from keras_rl_gym.agents.actor_critic import ActorCriticAgent
 from keras_rl_gym.agents.base import Agent, NonFiniteLossError
 from keras_rl_gym.agents.dqn import DQNAgent
+from keras_rl_gym.agents.ppo import PPOAgent
+from keras_rl_gym.agents.reinforce import ReinforceAgent
 
-__all__ = ["Agent", "DQNAgent", "NonFiniteLossError"]
+__all__ = ["ActorCriticAgent", "Agent", "DQNAgent", "NonFiniteLossError", "PPOAgent", "ReinforceAgent"]

@@ -89,7 +89,7 @@ class _Callbacks:
 # Seconds between ``on_progress`` calls.
 PROGRESS_INTERVAL = 0.05
 
-_UNTRACKED = (bool, int, float, type(None), np.integer, np.floating, np.bool_)
+_UNTRACKED = (bool, int, float, type(None), np.integer, np.floating, np.bool_, np.ndarray)
 
 
 class Agent(keras.Model):

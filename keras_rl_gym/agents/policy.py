@@ -1,0 +1,334 @@
+"""What every policy-gradient agent shares: a stochastic policy, an optional critic, rollouts.
+
+The policy is categorical over a ``Discrete`` action space (the network outputs
+logits) or a diagonal Gaussian over a ``Box`` (the network outputs the mean; the
+log standard deviation is a state-independent trainable vector). Log-probabilities
+and entropies are written once in ``keras.ops`` for the losses; sampling happens
+on the host in NumPy, from the logits or mean the compiled act returns, so the
+compiled graph holds no random state.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+from gymnasium import spaces
+from keras import ops
+
+from keras_rl_gym import networks, schedules
+from keras_rl_gym.agents.base import Agent
+from keras_rl_gym.rollouts import RolloutBuffer, bootstrap_truncated, gae
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+def categorical_log_prob(logits, action):
+    """``log pi(a|s)`` of a categorical policy given its logits."""
+    log_p = ops.log_softmax(logits, axis=-1)
+    action = ops.expand_dims(ops.cast(action, "int32"), -1)
+    return ops.take_along_axis(log_p, action, axis=-1)[:, 0]
+
+
+def categorical_entropy(logits):
+    log_p = ops.log_softmax(logits, axis=-1)
+    return -ops.sum(ops.exp(log_p) * log_p, axis=-1)
+
+
+def gaussian_log_prob(mean, log_std, action):
+    """``log pi(a|s)`` of a diagonal Gaussian: a sum over action dimensions."""
+    z = (ops.cast(action, "float32") - mean) * ops.exp(-log_std)
+    return ops.sum(-0.5 * ops.square(z) - log_std - 0.5 * LOG_2PI, axis=-1)
+
+
+def gaussian_entropy(log_std):
+    return ops.sum(log_std + 0.5 * (1.0 + LOG_2PI), axis=-1)
+
+
+def masked_mean(x, mask):
+    """Mean of ``x`` over the entries where ``mask`` is 1 (padding has mask 0)."""
+    mask = ops.cast(mask, x.dtype)
+    return ops.sum(x * mask) / ops.maximum(ops.sum(mask), 1.0)
+
+
+def _np_log_softmax(logits):
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+@keras.saving.register_keras_serializable(package="keras_rl_gym")
+class PolicyAgent(Agent):
+    """Base of the policy-gradient agents: policy and value networks, sampling, greedy actions.
+
+    Args:
+        observation_space: a ``Box`` space (vectors, or HxWxC images with ``network="conv"``).
+        action_space: ``Discrete`` (categorical policy) or a 1-D ``Box`` (Gaussian policy).
+        hidden_sizes: widths of the policy network's hidden layers.
+        value_hidden_sizes: widths of the value network's (defaults to ``hidden_sizes``).
+        network: ``"dense"`` or ``"conv"``.
+        use_critic: build a value network (a baseline or critic).
+        learning_rate: the policy's Adam learning rate.
+        value_learning_rate: the critic's (defaults to ``learning_rate``).
+        learning_rate_decay: multiply both rates by this every 1000 updates.
+        max_grad_norm: clip each network's gradients to this global norm.
+        entropy_coef: weight of the entropy bonus.
+        value_coef: weight of the critic's loss.
+        log_std_init: initial log standard deviation of a Gaussian policy.
+        gamma: discount factor.
+        seed: random seed.
+    """
+
+    def __init__(
+        self,
+        observation_space,
+        action_space,
+        *,
+        hidden_sizes: Sequence[int] = (64, 64),
+        value_hidden_sizes: Sequence[int] | None = None,
+        network: str = "dense",
+        use_critic: bool = True,
+        learning_rate: float = 3e-4,
+        value_learning_rate: float | None = None,
+        learning_rate_decay: float | None = None,
+        max_grad_norm: float | None = None,
+        entropy_coef: float = 0.0,
+        value_coef: float = 0.5,
+        log_std_init: float = 0.0,
+        gamma: float = 0.99,
+        seed: int | None = None,
+        **kwargs,
+    ):
+        super().__init__(observation_space, action_space, gamma=gamma, seed=seed, **kwargs)
+        name = type(self).__name__
+        if not isinstance(self.observation_space, spaces.Box):
+            raise TypeError(
+                f"{name} needs a Box observation space, got {self.observation_space}. "
+                "Wrap the env so that it emits vectors or images."
+            )
+        if isinstance(self.action_space, spaces.Discrete):
+            self.continuous = False
+            out_size = int(self.action_space.n)
+        elif isinstance(self.action_space, spaces.Box) and len(self.action_space.shape) == 1:
+            self.continuous = True
+            out_size = int(self.action_space.shape[0])
+        else:
+            raise TypeError(
+                f"{name} needs a Discrete or a 1-D Box action space, got {self.action_space}. "
+                "Flatten multi-dimensional Box actions with gymnasium.wrappers.FlattenAction (or similar)."
+            )
+        obs_shape = self.observation_space.shape
+        if network == "dense" and len(obs_shape) == 3:
+            raise ValueError(f"{name}: image observations {obs_shape} need network='conv', not 'dense'.")
+        self.hidden_sizes = tuple(int(h) for h in hidden_sizes)
+        self.value_hidden_sizes = tuple(int(h) for h in (value_hidden_sizes or hidden_sizes))
+        self.network = network
+        self.use_critic = bool(use_critic)
+        self.learning_rate = learning_rate
+        self.value_learning_rate = value_learning_rate
+        self.learning_rate_decay = learning_rate_decay
+        self.max_grad_norm = max_grad_norm
+        self.entropy_coef = float(entropy_coef)
+        self.value_coef = float(value_coef)
+        self.log_std_init = float(log_std_init)
+
+        obs_dtype = str(self.observation_space.dtype)
+        self.policy_network = networks.mlp(
+            obs_shape, self.hidden_sizes, out_size, obs_dtype=obs_dtype, network=network, name="policy"
+        )
+        policy_variables = list(self.policy_network.trainable_variables)
+        if self.continuous:
+            self.log_std = self.add_weight(
+                shape=(out_size,), initializer=keras.initializers.Constant(self.log_std_init), name="log_std"
+            )
+            policy_variables.append(self.log_std)
+            self._low = self.action_space.low.astype(np.float32)
+            self._high = self.action_space.high.astype(np.float32)
+        self.value_network = None
+        self.lr_schedule = schedules.learning_rate(learning_rate, learning_rate_decay)
+        self.policy_optimizer = keras.optimizers.Adam(self.lr_schedule, global_clipnorm=max_grad_norm)
+        self.policy_optimizer.build(policy_variables)
+        if self.use_critic:
+            self.value_network = networks.mlp(
+                obs_shape, self.value_hidden_sizes, 1, obs_dtype=obs_dtype, network=network, name="value"
+            )
+            value_lr = schedules.learning_rate(
+                learning_rate if value_learning_rate is None else value_learning_rate, learning_rate_decay
+            )
+            self.value_optimizer = keras.optimizers.Adam(value_lr, global_clipnorm=max_grad_norm)
+            self.value_optimizer.build(self.value_network.trainable_variables)
+        self.built = True
+
+    def optimizer_groups(self):
+        # Actor and critic keep their own optimizers (and learning rates), as in the tutorial.
+        policy_variables = list(self.policy_network.trainable_variables)
+        if self.continuous:
+            policy_variables.append(self.log_std)
+        groups = [(self.policy_optimizer, policy_variables)]
+        if self.value_network is not None:
+            groups.append((self.value_optimizer, list(self.value_network.trainable_variables)))
+        return groups
+
+    # -- graph (keras.ops) ---------------------------------------------------------
+    def call(self, obs, training=False):
+        """The policy's logits (Discrete) or mean action (Box)."""
+        return self.policy_network(obs, training=training)
+
+    def value(self, obs, training=False):
+        """``V(s)``, shape ``(batch,)``; zeros without a critic."""
+        if self.value_network is None:
+            return ops.zeros((ops.shape(obs)[0],), "float32")
+        return self.value_network(obs, training=training)[:, 0]
+
+    def act_graph(self, obs):
+        out = self.policy_network(obs)
+        if self.continuous:
+            return out, ops.broadcast_to(self.log_std, ops.shape(out)), self.value(obs)
+        return out, self.value(obs)
+
+    def log_prob_entropy(self, obs, action, training=True):
+        """``(log pi(a|s), entropy of pi(.|s))`` under the current policy."""
+        out = self.policy_network(obs, training=training)
+        if self.continuous:
+            log_std = ops.broadcast_to(self.log_std, ops.shape(out))
+            return gaussian_log_prob(out, log_std, action), gaussian_entropy(log_std)
+        return categorical_log_prob(out, action), categorical_entropy(out)
+
+    # -- host side (NumPy) ------------------------------------------------------------
+    def _greedy(self, obs):
+        out = self.runtime.act(obs)
+        if self.continuous:
+            return np.clip(out[0], self._low, self._high)
+        return np.argmax(out[0], axis=-1)
+
+    def _sample(self, obs):
+        """``(env_actions, stored_actions, log_probs, values)`` for a batch of observations.
+
+        A Gaussian sample is stored unclipped (its log-probability is the one
+        the loss recomputes) and clipped to the bounds for the env.
+        """
+        out = self.runtime.act(obs)
+        values = out[-1]
+        if self.continuous:
+            mean, log_std = out[0], out[1]
+            raw = mean + np.exp(log_std) * self.rng.standard_normal(mean.shape).astype(np.float32)
+            z = (raw - mean) * np.exp(-log_std)
+            log_p = np.sum(-0.5 * z**2 - log_std - 0.5 * LOG_2PI, axis=-1)
+            return np.clip(raw, self._low, self._high), raw, log_p, values
+        logits = out[0]
+        log_softmax = _np_log_softmax(logits)
+        # Gumbel-max: argmax(log p + Gumbel noise) is a sample of the categorical.
+        actions = np.argmax(log_softmax - np.log(-np.log(self.rng.random(logits.shape))), axis=-1)
+        return actions, actions, np.take_along_axis(log_softmax, actions[:, None], -1)[:, 0], values
+
+    def _explore(self, obs, step):
+        env_actions, self._stored_actions, self._log_probs, self._values = self._sample(obs)
+        return env_actions
+
+    def _final_values(self, next_obs, truncated, terminated):
+        """``V`` of the last observations of truncated episodes (zeros elsewhere)."""
+        cut = np.asarray(truncated, bool) & ~np.asarray(terminated, bool)
+        if not (cut.any() and self.use_critic):
+            return np.zeros(len(cut), np.float32)
+        # The whole batch goes through, so the compiled act sees one shape.
+        return np.where(cut, self.runtime.act(next_obs)[-1], 0.0).astype(np.float32)
+
+    def _action_field(self):
+        if self.continuous:
+            return self.action_space.shape, np.float32
+        return (), np.int32
+
+    def _log_values(self):
+        return {"learning_rate": schedules.current_learning_rate(self.lr_schedule, self.updates)}
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            hidden_sizes=list(self.hidden_sizes),
+            value_hidden_sizes=list(self.value_hidden_sizes),
+            network=self.network,
+            learning_rate=self.learning_rate,
+            value_learning_rate=self.value_learning_rate,
+            learning_rate_decay=self.learning_rate_decay,
+            max_grad_norm=self.max_grad_norm,
+            entropy_coef=self.entropy_coef,
+            value_coef=self.value_coef,
+            log_std_init=self.log_std_init,
+        )
+        return config
+
+
+class OnPolicyAgent(PolicyAgent):
+    """A policy agent that collects ``n_steps`` from each env, then learns from that rollout.
+
+    Subclasses write ``compute_rl_loss`` and ``_learn(batch)`` (the updates on
+    one rollout, flattened to ``(T * N, ...)`` arrays of real transitions).
+    """
+
+    def __init__(self, observation_space, action_space, *, n_steps: int = 5, gae_lambda: float = 1.0, **kwargs):
+        super().__init__(observation_space, action_space, **kwargs)
+        if int(n_steps) < 1:
+            raise ValueError(f"n_steps must be >= 1, got {n_steps}.")
+        if not 0.0 <= gae_lambda <= 1.0:
+            raise ValueError(f"gae_lambda must be in [0, 1], got {gae_lambda}.")
+        self.n_steps = int(n_steps)
+        self.gae_lambda = float(gae_lambda)
+        self.rollout = None
+
+    def _on_fit_begin(self, num_envs, steps):
+        action_shape, action_dtype = self._action_field()
+        self.rollout = RolloutBuffer(
+            self.n_steps,
+            num_envs,
+            {
+                "obs": (self.observation_space.shape, self.observation_space.dtype),
+                "action": (action_shape, action_dtype),
+                "log_prob": ((), np.float32),
+                "value": ((), np.float32),
+                "reward": ((), np.float32),
+                "done": ((), bool),
+                "valid": ((), bool),
+            },
+        )
+        self._fit_start, self._fit_steps = self.env_steps, steps
+
+    def _observe(self, obs, action, reward, next_obs, terminated, truncated, valid):
+        final_values = self._final_values(next_obs, truncated, terminated)
+        self.rollout.add(
+            obs=obs,
+            action=self._stored_actions,
+            log_prob=self._log_probs,
+            value=self._values,
+            reward=bootstrap_truncated(reward, terminated, truncated, final_values, self.gamma),
+            done=np.asarray(terminated) | np.asarray(truncated),
+            valid=valid,
+        )
+        self._next_obs = next_obs
+
+    def _train(self, step, new_steps):
+        if not self.rollout.full:
+            return
+        data = self.rollout.data
+        last_value = self.runtime.act(self._next_obs)[-1] if self.use_critic else 0.0
+        advantages, returns = gae(
+            data["reward"], data["value"], data["done"], last_value, self.gamma, self.gae_lambda, data["valid"]
+        )
+        valid = data["valid"].reshape(-1)
+        batch = {
+            "obs": data["obs"].reshape(-1, *self.observation_space.shape)[valid],
+            "action": data["action"].reshape(len(valid), *data["action"].shape[2:])[valid],
+            "log_prob": data["log_prob"].reshape(-1)[valid],
+            "advantage": advantages.reshape(-1)[valid],
+            "returns": returns.reshape(-1)[valid],
+        }
+        self.rollout.reset()
+        yield from self._learn(batch)
+
+    def _learn(self, batch):
+        raise NotImplementedError
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(n_steps=self.n_steps, gae_lambda=self.gae_lambda)
+        return config
