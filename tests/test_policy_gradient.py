@@ -1,0 +1,221 @@
+"""Policy-gradient agents: returns and GAE against hand-computed values, the PPO loss, truncation, bad input."""
+
+import math
+
+import gymnasium as gym
+import keras
+import numpy as np
+import pytest
+from probe_envs import CounterEnv
+
+from keras_rl_gym import ActorCriticAgent, PPOAgent, ReinforceAgent
+from keras_rl_gym.agents.policy import categorical_log_prob, gaussian_entropy, gaussian_log_prob
+from keras_rl_gym.rollouts import bootstrap_truncated, discounted_returns, gae
+
+OBS = gym.spaces.Box(-np.inf, np.inf, (4,), np.float32)
+DISCRETE = gym.spaces.Discrete(3)
+BOX = gym.spaces.Box(-2.0, 2.0, (2,), np.float32)
+
+
+# -- returns and advantages ------------------------------------------------------------
+def test_discounted_returns_restart_after_each_episode_end():
+    # One env: an episode of 3 steps that terminates, then 2 steps cut by the rollout's end.
+    rewards = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    dones = np.array([0, 0, 1, 0, 0], bool)
+    g = 0.9
+    expected = [1 + g * 2 + g * g * 3, 2 + g * 3, 3, 4 + g * 5 + g * g * 10, 5 + g * 10]
+    np.testing.assert_allclose(discounted_returns(rewards, dones, 10.0, g), expected, rtol=1e-6)
+
+
+def test_gae_by_hand_with_a_terminated_and_a_truncated_episode():
+    g, lam = 0.9, 0.8
+    # Steps 0-1: an episode that terminates; steps 2-3: one truncated by a time
+    # limit, whose last state s_final has V(s_final) = 7; step 4: the autoreset
+    # step (not a transition); steps 5-6: a new episode cut by the rollout's end.
+    reward = np.array([1.0, 2.0, 3.0, 4.0, 0.0, 5.0, 6.0])
+    value = np.array([0.5, 1.0, 1.5, 2.0, 9.0, 2.5, 3.0])
+    terminated = np.array([0, 1, 0, 0, 0, 0, 0], bool)
+    truncated = np.array([0, 0, 0, 1, 0, 0, 0], bool)
+    valid = np.array([1, 1, 1, 1, 0, 1, 1], bool)
+    final_value = np.array([0, 0, 0, 7.0, 0, 0, 0])
+    last_value = 4.0
+
+    r = bootstrap_truncated(reward, terminated, truncated, final_value, g)
+    np.testing.assert_allclose(r, [1, 2, 3, 4 + g * 7, 0, 5, 6], rtol=1e-6)
+    adv, ret = gae(r, value, terminated | truncated, last_value, g, lam, valid)
+
+    d = {
+        0: 1 + g * 1.0 - 0.5,
+        1: 2 - 1.0,  # terminated: no bootstrap
+        2: 3 + g * 2.0 - 1.5,
+        3: 4 + g * 7 - 2.0,  # truncated: bootstrap from V(s_final), not V(next reset obs)
+        5: 5 + g * 3.0 - 2.5,
+        6: 6 + g * last_value - 3.0,
+    }
+    expected = np.zeros(7)
+    expected[6] = d[6]
+    expected[5] = d[5] + g * lam * expected[6]
+    expected[3] = d[3]
+    expected[2] = d[2] + g * lam * expected[3]
+    expected[1] = d[1]
+    expected[0] = d[0] + g * lam * expected[1]
+    np.testing.assert_allclose(adv, expected, rtol=1e-5)
+    np.testing.assert_allclose(ret[valid], (expected + value)[valid], rtol=1e-5)
+    assert adv[4] == 0 and ret[4] == 0
+    # lambda = 1 gives Monte-Carlo returns minus values; lambda = 0 the TD errors.
+    adv1, _ = gae(r, value, terminated | truncated, last_value, g, 1.0, valid)
+    mc = discounted_returns(r, terminated | truncated, last_value, g, valid)
+    np.testing.assert_allclose(adv1[valid], (mc - value)[valid], rtol=1e-5)
+    adv0, _ = gae(r, value, terminated | truncated, last_value, g, 0.0, valid)
+    np.testing.assert_allclose(adv0[valid], [d[i] for i in (0, 1, 2, 3, 5, 6)], rtol=1e-5)
+
+
+class _CaptureLearn:
+    """Replaces an on-policy agent's ``_learn`` to keep the batches it would learn from."""
+
+    def __init__(self, agent):
+        self.batches = []
+        agent._learn = self
+
+    def __call__(self, batch):
+        self.batches.append(batch)
+        return iter(())
+
+
+@pytest.mark.parametrize("truncate", [False, True])
+def test_rollout_bootstraps_truncated_episodes_from_the_critic(truncate):
+    env = CounterEnv(length=3, truncate=truncate, reward=1.0)
+    agent = ActorCriticAgent(env.observation_space, env.action_space, n_steps=7, gae_lambda=1.0, gamma=0.5, seed=0)
+    capture = _CaptureLearn(agent)
+    agent.fit(env, steps=6, verbose=0)
+    batch = capture.batches[0]
+    obs, returns = batch["obs"], batch["returns"]
+    # No autoreset step is learned from: every observation is a real state.
+    assert len(obs) == 6 and np.all(obs[:, 1] < 3)
+    v = lambda o: float(keras.ops.convert_to_numpy(agent.value(np.asarray(o, np.float32)[None]))[0])  # noqa: E731
+    # The first episode (id 0), steps t = 0, 1, 2: its tail beyond the time limit is gamma * V([0, 3]).
+    tail = v([0, 3]) if truncate else 0.0
+    expected = [1 + 0.5 * (1 + 0.5 * (1 + 0.5 * tail))]
+    expected += [1 + 0.5 * (1 + 0.5 * tail), 1 + 0.5 * tail]
+    np.testing.assert_allclose(returns[:3], expected, rtol=1e-4)
+
+
+def test_reinforce_completes_truncated_episodes_with_the_baseline():
+    env = CounterEnv(length=2, truncate=True, reward=1.0)
+    agent = ReinforceAgent(env.observation_space, env.action_space, baseline=True, gamma=0.5, seed=0)
+    seen = []
+    agent._train = lambda step, n: seen.extend(agent._finished) or iter(())
+    agent.fit(env, steps=2, verbose=0)
+    v_final = float(keras.ops.convert_to_numpy(agent.value(np.array([[0, 2]], np.float32)))[0])
+    np.testing.assert_allclose(seen[0]["returns"], [1 + 0.5 * (1 + 0.5 * v_final), 1 + 0.5 * v_final], rtol=1e-4)
+
+
+# -- distributions and losses ------------------------------------------------------------
+def test_log_probs_and_entropy_match_numpy():
+    logits = np.array([[1.0, 2.0, 0.5], [0.0, 0.0, 3.0]], np.float32)
+    action = np.array([1, 2])
+    log_softmax = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    got = keras.ops.convert_to_numpy(categorical_log_prob(logits, action))
+    np.testing.assert_allclose(got, log_softmax[[0, 1], action], rtol=1e-5)
+    mean = np.array([[0.0, 1.0]], np.float32)
+    log_std = np.array([[0.1, -0.3]], np.float32)
+    a = np.array([[0.5, 0.2]], np.float32)
+    std = np.exp(log_std)
+    expected = np.sum(-0.5 * ((a - mean) / std) ** 2 - np.log(std) - 0.5 * math.log(2 * math.pi))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(gaussian_log_prob(mean, log_std, a)), [expected], rtol=1e-5)
+    entropy = np.sum(0.5 * np.log(2 * math.pi * math.e * std**2))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(gaussian_entropy(log_std)), [entropy], rtol=1e-5)
+
+
+def _numpy_mlp(model, prefix, x, n_hidden=2):
+    h = x
+    for i in range(n_hidden):
+        k, b = model.get_layer(f"{prefix}_dense{i}").get_weights()
+        h = np.maximum(h @ k + b, 0.0)
+    k, b = model.get_layer(f"{prefix}_out").get_weights()
+    return h @ k + b
+
+
+def test_ppo_clipped_loss_on_a_fixed_batch():
+    agent = PPOAgent(OBS, DISCRETE, value_coef=0.5, entropy_coef=0.01, seed=0)
+    rng = np.random.default_rng(0)
+    n = 16
+    batch = {
+        "obs": rng.normal(size=(n, 4)).astype("float32"),
+        "action": rng.integers(0, 3, n).astype("int32"),
+        "advantage": rng.normal(size=n).astype("float32"),
+        "returns": rng.normal(size=n).astype("float32"),
+        "clip_range": np.float32(0.1),
+    }
+    logits = _numpy_mlp(agent.policy_network, "policy", batch["obs"])
+    log_softmax = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    log_p = log_softmax[np.arange(n), batch["action"]]
+    # Old log-probs spread around the current ones, so some ratios leave [0.9, 1.1].
+    batch["log_prob"] = (log_p + rng.normal(scale=0.3, size=n)).astype("float32")
+    ratio = np.exp(log_p - batch["log_prob"])
+    adv = batch["advantage"]
+    policy_loss = -np.mean(np.minimum(ratio * adv, np.clip(ratio, 0.9, 1.1) * adv))
+    value = _numpy_mlp(agent.value_network, "value", batch["obs"])[:, 0]
+    value_loss = np.mean((value - batch["returns"]) ** 2)
+    entropy = np.mean(-np.sum(np.exp(log_softmax) * log_softmax, -1))
+    expected = policy_loss + 0.5 * value_loss - 0.01 * entropy
+
+    loss, metrics = agent.compute_rl_loss({k: keras.ops.convert_to_tensor(v) for k, v in batch.items()})
+    assert float(keras.ops.convert_to_numpy(loss)) == pytest.approx(expected, rel=1e-4)
+    clipped = np.mean(np.abs(ratio - 1) > 0.1)
+    assert 0 < clipped < 1
+    assert float(keras.ops.convert_to_numpy(metrics["clip_fraction"])) == pytest.approx(clipped)
+    # Through the runtime too: the update reports the same loss.
+    assert agent.runtime.update(batch)["loss"] == pytest.approx(expected, rel=1e-4)
+
+
+# -- acting ------------------------------------------------------------------------------
+@pytest.mark.parametrize("cls", [ReinforceAgent, ActorCriticAgent, PPOAgent])
+def test_actions_are_valid_and_greedy_is_deterministic(cls):
+    for action_space in (DISCRETE, BOX):
+        agent = cls(OBS, action_space, seed=0)
+        obs = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+        sampled = agent.act(obs, training=True)
+        greedy = agent.act(obs)
+        assert all(action_space.contains(np.asarray(a, action_space.dtype)) for a in sampled)
+        np.testing.assert_array_equal(greedy, agent.act(obs))
+        assert agent.act(obs[0]).shape == action_space.shape
+
+
+def test_categorical_sampling_follows_the_policy():
+    agent = PPOAgent(OBS, DISCRETE, seed=0)
+    obs = np.zeros((20_000, 4), np.float32)
+    counts = np.bincount(agent.act(obs, training=True), minlength=3) / len(obs)
+    logits = _numpy_mlp(agent.policy_network, "policy", obs[:1])[0]
+    probs = np.exp(logits) / np.exp(logits).sum()
+    np.testing.assert_allclose(counts, probs, atol=0.02)
+
+
+def test_save_load_round_trip_keeps_the_policy(tmp_path):
+    env = gym.make("Pendulum-v1")
+    agent = PPOAgent(env.observation_space, env.action_space, n_steps=64, batch_size=32, n_epochs=2, seed=0)
+    agent.fit(env, steps=128, verbose=0)
+    path = str(tmp_path / "ppo.keras")
+    agent.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded, PPOAgent) and loaded.continuous
+    obs = np.random.default_rng(1).normal(size=(8, 3)).astype("float32")
+    np.testing.assert_allclose(loaded.act(obs), agent.act(obs), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(loaded.log_std.numpy(), agent.log_std.numpy())
+
+
+# -- bad input ----------------------------------------------------------------------------
+def test_bad_input_fails_with_a_clear_error():
+    with pytest.raises(TypeError, match="Discrete or a 1-D Box action space"):
+        PPOAgent(OBS, gym.spaces.MultiDiscrete([2, 3]))
+    with pytest.raises(TypeError, match="Box observation space"):
+        ReinforceAgent(gym.spaces.Discrete(4), DISCRETE)
+    with pytest.raises(ValueError, match="network='conv'"):
+        ActorCriticAgent(gym.spaces.Box(0, 255, (84, 84, 4), np.uint8), DISCRETE)
+    with pytest.raises(ValueError, match="n_steps"):
+        PPOAgent(OBS, DISCRETE, n_steps=0)
+    with pytest.raises(ValueError, match="gae_lambda"):
+        PPOAgent(OBS, DISCRETE, gae_lambda=1.5)
+    agent = PPOAgent(OBS, DISCRETE)
+    with pytest.raises(ValueError, match="does not match"):
+        agent.fit(gym.make("Pendulum-v1"), steps=10)
