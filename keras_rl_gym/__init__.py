@@ -23,9 +23,10 @@ from keras_rl_gym.agents import (  # noqa: E402
     DQNAgent,
     NonFiniteLossError,
     PPOAgent,
+    QLearningAgent,
     ReinforceAgent,
 )
 
 __version__ = "0.1.0"
 
-__all__ = ["ActorCriticAgent", "Agent", "DQNAgent", "NonFiniteLossError", "PPOAgent", "ReinforceAgent", "__version__"]
+__all__ = ["ActorCriticAgent", "Agent", "DQNAgent", "NonFiniteLossError", "PPOAgent", "QLearningAgent", "ReinforceAgent", "__version__"]

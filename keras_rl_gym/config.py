@@ -29,6 +29,7 @@ import gymnasium as gym
 
 # Algorithm name -> "module:Class". Strings, so that reading a config does not import Keras.
 ALGORITHMS = {
+    "qlearning": "keras_rl_gym.agents.qlearning:QLearningAgent",
     "dqn": "keras_rl_gym.agents.dqn:DQNAgent",
     "reinforce": "keras_rl_gym.agents.reinforce:ReinforceAgent",
     "actor_critic": "keras_rl_gym.agents.actor_critic:ActorCriticAgent",

@@ -49,3 +49,31 @@ class ImageEnv(CounterEnv):
 
     def _obs(self):
         return np.zeros((84, 84, 4), np.uint8)
+
+
+class TwoStateChain(gym.Env):
+    """Two states, two actions, deterministic, with a known optimal Q.
+
+    State 0: action 0 stays in 0 (reward 0); action 1 moves to state 1 (reward 0).
+    State 1: action 0 ends the episode with reward 1; action 1 returns to 0 (reward 0).
+    With discount g: Q*(1, 0) = 1, Q*(0, 1) = g, Q*(0, 0) = Q*(1, 1) = g^2.
+    """
+
+    def __init__(self):
+        self.observation_space = spaces.Discrete(2)
+        self.action_space = spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.state = 0
+        return self.state, {}
+
+    def step(self, action):
+        if self.state == 1 and action == 0:
+            return 1, 1.0, True, False, {}
+        self.state = 1 - self.state if action == 1 else self.state
+        return self.state, 0.0, False, False, {}
+
+    @staticmethod
+    def optimal_q(gamma):
+        return np.array([[gamma**2, gamma], [1.0, gamma**2]])

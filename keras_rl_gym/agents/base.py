@@ -129,8 +129,12 @@ class Agent(keras.Model):
         self.env_steps = 0
         self.updates = 0
 
+    # Host-side attributes holding NumPy data in lists or dicts (rollouts in
+    # progress...): Keras would wrap them in tracked containers.
+    _host_attributes = frozenset()
+
     def __setattr__(self, name, value):
-        if isinstance(value, _UNTRACKED) and name in self.__dict__:
+        if name in self._host_attributes or (isinstance(value, _UNTRACKED) and name in self.__dict__):
             object.__setattr__(self, name, value)
         else:
             super().__setattr__(name, value)

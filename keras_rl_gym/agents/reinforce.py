@@ -44,6 +44,8 @@ class ReinforceAgent(PolicyAgent):
         reinforcement learning", Machine Learning 1992.
     """
 
+    _host_attributes = frozenset({"_episodes", "_finished"})
+
     def __init__(
         self,
         observation_space,
