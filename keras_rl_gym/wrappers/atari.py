@@ -228,9 +228,7 @@ def make_atari_env(
     return ChannelsLastObservation(env)
 
 
-def make_atari_vec_env(
-    env_id: str, num_envs: int, vectorization_mode: str = "sync", **kwargs
-) -> gym.vector.VectorEnv:
+def make_atari_vec_env(env_id: str, num_envs: int, vectorization_mode: str = "sync", **kwargs) -> gym.vector.VectorEnv:
     """``num_envs`` copies of ``make_atari_env(env_id, **kwargs)`` stepped together.
 
     Args:

@@ -62,9 +62,7 @@ def discretize_observation(
     """
     space = env.observation_space
     if not isinstance(space, spaces.Box):
-        raise ValueError(
-            f"discretize_observation needs a Box observation space, got {type(space).__name__} ({space})."
-        )
+        raise ValueError(f"discretize_observation needs a Box observation space, got {type(space).__name__} ({space}).")
     n_dims = int(np.prod(space.shape))
     dtype = space.dtype if np.issubdtype(space.dtype, np.floating) else np.dtype(np.float32)
     low = _bounds(low, space.low, n_dims, "low", space)
