@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import gymnasium as gym
 import numpy as np
@@ -16,6 +17,7 @@ from probe_envs import ImageEnv
 
 from keras_rl_gym.buffers import FrameReplayBuffer, ReplayBuffer
 from keras_rl_gym.config import make_env, validate_config
+from keras_rl_gym.spaces import env_spaces
 from keras_rl_gym.wrappers.discretize import discretize_observation
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -273,12 +275,16 @@ def test_frame_replay_unshifted_observations_and_bad_shapes():
 
 def test_dqn_replay_auto_picks_frame_replay_for_stacked_uint8_frames():
     from keras_rl_gym import DQNAgent
-    from keras_rl_gym.spaces import env_spaces
 
-    env = ImageEnv()
-    small = dict(network="conv", hidden_sizes=(16,), batch_size=4, buffer_size=64, seed=0)
-    agent = DQNAgent(*env_spaces(env), **small)
+    # A conv agent costs ~20 s of JAX initializer compiles on a busy 2-core machine; the replay
+    # choice and storage are host-side, so a small dense agent is given an image space instead.
+    cartpole = gym.make("CartPole-v1")
+    agent = DQNAgent(cartpole.observation_space, cartpole.action_space, hidden_sizes=(8,), batch_size=4, seed=0)
     assert agent.get_config()["replay"] == "auto"
+    agent._on_fit_begin(1, 100)
+    assert isinstance(agent.buffer, ReplayBuffer)
+    agent.buffer = None
+    agent.observation_space = ImageEnv().observation_space  # (84, 84, 4) uint8
     agent._on_fit_begin(2, 100)
     assert isinstance(agent.buffer, FrameReplayBuffer) and agent.buffer.frame_shape == (84, 84)
     # What fit hands _observe each vector step: every env's row, and the mask of real transitions.
@@ -290,16 +296,18 @@ def test_dqn_replay_auto_picks_frame_replay_for_stacked_uint8_frames():
     assert len(agent.buffer) == n_valid and batch["obs"].shape == (4, 84, 84, 4)
     obs_ids = episode_ids(batch["obs"])
     assert (obs_ids == obs_ids[:, :1]).all() and (episode_ids(batch["next_obs"]) == obs_ids[:, :1]).all()
-    uniform = DQNAgent(*env_spaces(env), replay="uniform", **small)
-    uniform._on_fit_begin(1, 100)
-    assert isinstance(uniform.buffer, ReplayBuffer)
-    vector = DQNAgent(*env_spaces(gym.make("CartPole-v1")), seed=0)
-    vector._on_fit_begin(1, 100)
-    assert isinstance(vector.buffer, ReplayBuffer)
+
+    for space, replay, frames in [
+        (spaces.Box(0, 255, (84, 84, 4), np.uint8), "uniform", False),
+        (spaces.Box(0, 255, (84, 84, 1), np.uint8), "auto", False),  # one frame: nothing to share
+        (spaces.Box(0.0, 1.0, (84, 84, 4), np.float32), "auto", False),  # scaled frames are not stacked bytes
+        (spaces.Box(0.0, 1.0, (84, 84, 4), np.float32), "frames", True),
+    ]:
+        assert DQNAgent._use_frame_replay(SimpleNamespace(observation_space=space, replay=replay)) is frames
     with pytest.raises(ValueError, match="Unknown replay"):
-        DQNAgent(*env_spaces(env), network="conv", replay="prioritized")
+        DQNAgent(*env_spaces(ImageEnv()), network="conv", replay="prioritized")
     with pytest.raises(ValueError, match="replay='frames' needs HxWxC"):
-        DQNAgent(*env_spaces(gym.make("CartPole-v1")), replay="frames")
+        DQNAgent(cartpole.observation_space, cartpole.action_space, replay="frames")
 
 
 # -- configs --------------------------------------------------------------------------
