@@ -68,8 +68,9 @@ class FrameReplayBuffer:
     Episodes are tracked per vector-env slot (row ``i`` of every ``add`` batch
     is env ``i``). An episode's first ``obs`` is stored whole, whatever padding
     the frame stacker used (``FrameStackObservation`` repeats the reset frame
-    by default; repeated frames are stored once), then each step stores only the newest frame of ``next_obs``
-    when ``next_obs[..., :-1] == obs[..., 1:]``, and the whole stack otherwise.
+    by default; a frame equal to the one before it is stored once), then each
+    step stores only the newest frame of ``next_obs`` when
+    ``next_obs[..., :-1] == obs[..., 1:]``, and the whole stack otherwise.
     A new episode starts after ``terminated`` or ``truncated``, or whenever
     ``obs`` is not the env's last ``next_obs``, so no stack ever mixes frames
     of two episodes.
@@ -85,7 +86,8 @@ class FrameReplayBuffer:
         frame_shape: ``(H, W)`` of one frame.
         stack: frames per observation ``C``.
         seed: seed of the sampling generator.
-        num_envs: vector-env slots tracked (grows to the batch size of ``add``).
+        num_envs: vector-env slots tracked (an ``add`` batch of another size
+            restarts the tracking: every slot then begins a new episode).
         frame_capacity: frames kept (defaults to ``capacity``).
         dtype: frame dtype.
 
