@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 
@@ -50,3 +52,229 @@ class ReplayBuffer:
             raise ValueError("Cannot sample from an empty replay buffer.")
         index = self.rng.integers(0, self.size, size=batch_size)
         return {name: array[index] for name, array in self.data.items()}
+
+
+class FrameReplayBuffer:
+    """Replay for stacked-frame observations that stores each frame once.
+
+    A stacked observation ``(H, W, C)`` shares ``C - 1`` frames with the next
+    one, so storing ``obs`` and ``next_obs`` whole keeps every frame ``2C``
+    times (56,448 bytes per 84x84x4 transition). Here frames live once in a
+    uint8 ring, and each transition keeps the ring slots of its ``C`` obs frames
+    and ``C`` next-obs frames; stacks are rebuilt at sample time. Within an
+    episode each transition adds one new frame, so a transition costs one frame
+    (7,056 bytes at 84x84) plus 49 bytes of slots, action, reward and flags.
+
+    Episodes are tracked per vector-env slot (row ``i`` of every ``add`` batch
+    is env ``i``). An episode's first ``obs`` is stored whole, whatever padding
+    the frame stacker used (``FrameStackObservation`` repeats the reset frame
+    by default; a frame equal to the one before it is stored once), then each
+    step stores only the newest frame of ``next_obs`` when
+    ``next_obs[..., :-1] == obs[..., 1:]``, and the whole stack otherwise.
+    A new episode starts after ``terminated`` or ``truncated``, or whenever
+    ``obs`` is not the env's last ``next_obs``, so no stack ever mixes frames
+    of two episodes.
+
+    Frames are overwritten oldest first. A transition whose frames were
+    overwritten is never sampled; with ``frame_capacity == capacity`` (the
+    default) these are the oldest ``~1 / (episode_length + 1)`` of the
+    transitions (each episode's first stack takes one frame more), about 0.1%
+    for Pong or Breakout; raise ``frame_capacity`` for very short episodes.
+
+    Args:
+        capacity: number of transitions kept.
+        frame_shape: ``(H, W)`` of one frame.
+        stack: frames per observation ``C``.
+        seed: seed of the sampling generator.
+        num_envs: vector-env slots tracked (an ``add`` batch of another size
+            restarts the tracking: every slot then begins a new episode).
+        frame_capacity: frames kept (defaults to ``capacity``).
+        dtype: frame dtype.
+
+    Example:
+        >>> buf = FrameReplayBuffer(1_000, frame_shape=(84, 84), stack=4)
+        >>> obs = np.zeros((1, 84, 84, 4), np.uint8)
+        >>> next_obs = np.ones((1, 84, 84, 4), np.uint8)
+        >>> buf.add(obs, np.array([0]), np.array([1.0]), next_obs, np.array([False]))
+        >>> buf.sample(2)["next_obs"].shape
+        (2, 84, 84, 4)
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        frame_shape=(84, 84),
+        stack: int = 4,
+        seed: int | None = None,
+        num_envs: int = 1,
+        frame_capacity: int | None = None,
+        dtype=np.uint8,
+    ):
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}.")
+        if stack < 1:
+            raise ValueError(f"stack must be >= 1, got {stack}.")
+        self.capacity = int(capacity)
+        self.frame_shape = tuple(int(s) for s in frame_shape)
+        self.stack = int(stack)
+        # One transition may need up to 2C fresh frames (a new episode with an unshifted next_obs).
+        self.frame_capacity = max(int(frame_capacity or capacity), 2 * self.stack)
+        self.frames = np.zeros((self.frame_capacity, *self.frame_shape), dtype=dtype)
+        self.frames_written = 0  # total frames ever written; frame k lives in slot k % frame_capacity
+        # Per transition: ring slots of the obs stack and of the next-obs stack, and the
+        # absolute number of its oldest frame (it is sampleable while that frame is kept).
+        self.obs_slots = np.zeros((self.capacity, self.stack), dtype=np.int32)
+        self.next_slots = np.zeros((self.capacity, self.stack), dtype=np.int32)
+        self.oldest = np.zeros(self.capacity, dtype=np.int64)
+        self.action = np.zeros(self.capacity, dtype=np.int32)
+        self.reward = np.zeros(self.capacity, dtype=np.float32)
+        self.terminated = np.zeros(self.capacity, dtype=np.bool_)
+        self.position = 0
+        self.size = 0
+        self.rng = np.random.default_rng(seed)
+        self._reset_envs(int(num_envs))
+
+    def _reset_envs(self, num_envs: int) -> None:
+        # The last next_obs of each env: its frame numbers, a copy, and whether its episode goes on.
+        self.num_envs = num_envs
+        self._last_frames = np.zeros((num_envs, self.stack), dtype=np.int64)
+        self._last_obs = np.zeros((num_envs, *self.frame_shape, self.stack), dtype=self.frames.dtype)
+        self._open = np.zeros(num_envs, dtype=bool)
+
+    def __len__(self) -> int:
+        return self.size
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the buffer's arrays."""
+        arrays = (self.frames, self.obs_slots, self.next_slots, self.oldest, self.action, self.reward, self.terminated)
+        return int(sum(a.nbytes for a in arrays)) + self._last_obs.nbytes
+
+    def _write(self, frame) -> int:
+        """Stores one frame; returns its absolute number."""
+        number = self.frames_written
+        self.frames[number % self.frame_capacity] = frame
+        self.frames_written += 1
+        return number
+
+    def _write_stack(self, stack) -> np.ndarray:
+        """Stores a whole ``(H, W, C)`` stack; returns its frame numbers.
+
+        A frame equal to the one before it is stored once: the padding of a
+        first stack (the reset frame repeated, or zeros) costs one frame.
+        """
+        numbers = np.empty(self.stack, dtype=np.int64)
+        for c in range(self.stack):
+            if c and np.array_equal(stack[..., c], stack[..., c - 1]):
+                numbers[c] = numbers[c - 1]
+            else:
+                numbers[c] = self._write(stack[..., c])
+        return numbers
+
+    def _kept(self, number) -> bool:
+        return number >= self.frames_written - self.frame_capacity
+
+    def add(self, obs, action, reward, next_obs, terminated, truncated=None, valid=None) -> None:
+        """Appends one transition per vector-env slot.
+
+        Args:
+            obs, next_obs: ``(n, H, W, C)`` stacked frames, channels last.
+            action, reward, terminated: ``(n,)``.
+            truncated: ``(n,)``; a truncated episode also ends there (optional).
+            valid: ``(n,)`` bool mask of the rows that are real transitions
+                (the vector-env step that only resets an env is not); all by default.
+        """
+        obs = np.asarray(obs)
+        next_obs = np.asarray(next_obs)
+        n = len(obs)
+        expected = (*self.frame_shape, self.stack)
+        if obs.shape[1:] != expected or next_obs.shape[1:] != expected:
+            raise ValueError(
+                f"FrameReplayBuffer expects (n, {', '.join(map(str, expected))}) stacked frames, "
+                f"got obs {obs.shape} and next_obs {next_obs.shape}."
+            )
+        if n != self.num_envs:
+            # Another vector env: every slot starts a new episode.
+            self._reset_envs(n)
+        terminated = np.asarray(terminated, dtype=bool).reshape(n)
+        done = terminated if truncated is None else terminated | np.asarray(truncated, dtype=bool).reshape(n)
+        rows = range(n) if valid is None else np.flatnonzero(valid)
+        for i in rows:
+            # Continue the env's episode only if obs is exactly its last next_obs, still stored.
+            last = self._last_frames[i]
+            if not (self._open[i] and self._kept(last[0]) and np.array_equal(obs[i], self._last_obs[i])):
+                last = self._write_stack(obs[i])
+            if self._shifted(obs[i], next_obs[i]):
+                # The usual case: next_obs is obs shifted by one new frame.
+                new = np.empty_like(last)
+                new[:-1] = last[1:]
+                new[-1] = self._write(next_obs[i, ..., -1])
+            else:
+                new = self._write_stack(next_obs[i])
+            p = self.position
+            self.obs_slots[p] = last % self.frame_capacity
+            self.next_slots[p] = new % self.frame_capacity
+            self.oldest[p] = min(last[0], new[0])
+            self.action[p] = action[i]
+            self.reward[p] = reward[i]
+            self.terminated[p] = terminated[i]
+            self.position = (p + 1) % self.capacity
+            self.size = min(self.size + 1, self.capacity)
+            self._last_frames[i] = new
+            self._last_obs[i] = next_obs[i]
+            self._open[i] = not done[i]
+
+    def _shifted(self, obs, next_obs) -> bool:
+        """Whether ``next_obs[..., :-1] == obs[..., 1:]`` (one ``(H, W, C)`` stack each)."""
+        if self.stack == 1:
+            return False
+        width = self.stack * self.frames.itemsize
+        if width in (2, 4, 8) and sys.byteorder == "little":
+            # Each pixel's C channels read as one integer: dropping the first channel is a right
+            # shift, dropping the last a mask. ~10x faster than comparing the strided channel views.
+            word = np.dtype(f"u{width}")
+            drop = 8 * self.frames.itemsize
+            a = np.ascontiguousarray(obs).view(word)
+            b = np.ascontiguousarray(next_obs).view(word)
+            return bool(np.array_equal(a >> word.type(drop), b & word.type((1 << (8 * width - drop)) - 1)))
+        return bool(np.array_equal(next_obs[..., :-1], obs[..., 1:]))
+
+    def _sampleable(self, index: np.ndarray) -> np.ndarray:
+        return self.oldest[index] >= self.frames_written - self.frame_capacity
+
+    def sample(self, batch_size: int) -> dict:
+        """``batch_size`` transitions drawn uniformly with replacement among those whose frames are kept.
+
+        Returns:
+            ``{"obs", "next_obs"}``: ``(B, H, W, C)`` frames; ``"action"`` int32,
+            ``"reward"`` and ``"terminated"`` float32, each ``(B,)``.
+        """
+        if self.size == 0:
+            raise ValueError("Cannot sample from an empty replay buffer.")
+        index = self.rng.integers(0, self.size, size=batch_size)
+        bad = ~self._sampleable(index)
+        for _ in range(8):
+            # Rejection: redraw the few transitions whose oldest frames are gone.
+            if not bad.any():
+                break
+            index[bad] = self.rng.integers(0, self.size, size=int(bad.sum()))
+            bad = ~self._sampleable(index)
+        if bad.any():
+            candidates = np.flatnonzero(self._sampleable(np.arange(self.size)))
+            if candidates.size == 0:
+                raise ValueError("No transition in the replay buffer still has all its frames; raise frame_capacity.")
+            index[bad] = self.rng.choice(candidates, size=int(bad.sum()))
+        return {
+            "obs": self._stacks(self.obs_slots[index]),
+            "action": self.action[index],
+            "reward": self.reward[index],
+            "next_obs": self._stacks(self.next_slots[index]),
+            "terminated": self.terminated[index].astype(np.float32),
+        }
+
+    def _stacks(self, slots: np.ndarray) -> np.ndarray:
+        """``(B, H, W, C)`` stacks from ``(B, C)`` frame slots."""
+        out = np.empty((len(slots), *self.frame_shape, self.stack), dtype=self.frames.dtype)
+        for c in range(self.stack):
+            out[..., c] = self.frames[slots[:, c]]
+        return out

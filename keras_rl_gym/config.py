@@ -43,10 +43,15 @@ WRAPPERS = {
     "ClipReward": "gymnasium.wrappers:ClipReward",
     "RecordEpisodeStatistics": "gymnasium.wrappers:RecordEpisodeStatistics",
     "FlattenObservation": "gymnasium.wrappers:FlattenObservation",
+    "DiscretizeObservation": "keras_rl_gym.wrappers.discretize:discretize_observation",
+    # The tutorial's name for the same wrapper.
+    "DiscretizedObservationWrapper": "keras_rl_gym.wrappers.discretize:discretize_observation",
 }
 
 # Env factories that replace gymnasium.make for a whole family (e.g. Atari): "module:callable(env_id, **kwargs)".
-ENV_FACTORIES = {}
+ENV_FACTORIES = {
+    "atari": "keras_rl_gym.wrappers.atari:make_atari_env",
+}
 
 TOP_LEVEL_KEYS = {
     "description",

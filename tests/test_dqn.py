@@ -336,7 +336,7 @@ def test_agent_saved_on_another_backend_loads_with_same_actions(tmp_path, backen
 
 def test_conv_q_network_on_uint8_frames():
     env = ImageEnv()
-    agent = small_agent(env, network="conv", hidden_sizes=(32,), dueling=True, buffer_size=64)
+    agent = small_agent(env, network="conv", hidden_sizes=(32,), dueling=True, buffer_size=64, replay="uniform")
     layers = [layer.name for layer in agent.q_network.layers]
     assert "q_network_scale" in layers and "q_network_conv2" in layers  # Nature torso, frames scaled inside
     assert agent.buffer is None or agent.buffer.data["obs"].dtype == np.uint8

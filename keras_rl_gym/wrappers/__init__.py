@@ -1,1 +1,9 @@
-"""Gymnasium wrappers: they import Gymnasium and NumPy only, never Keras."""
+"""Gymnasium wrappers: they import Gymnasium and NumPy only, never Keras.
+
+* :mod:`keras_rl_gym.wrappers.discretize`: ``discretize_observation``, a ``Box``
+  observation clipped and binned into one ``Discrete`` state (tabular agents).
+* :mod:`keras_rl_gym.wrappers.atari`: ``make_atari_env`` / ``make_atari_vec_env``,
+  the Nature DQN preprocessing chain (needs ale-py and opencv).
+
+The submodules are not imported here, so that using one does not load the other's dependencies.
+"""

@@ -1,0 +1,255 @@
+"""The Atari preprocessing chain of Nature DQN, from Gymnasium's own wrappers plus three small ones.
+
+``make_atari_env("ALE/Pong-v5")`` returns an env whose observations are four
+stacked 84x84 grayscale frames, channels last, ``(84, 84, 4)`` uint8: the
+input of the conv Q-network. The chain, innermost first::
+
+    gym.make(env_id, frameskip=1)        ALE emulator, one frame per step
+    AtariPreprocessing                   no-op reset, frame skip 4 with max-pooling, grayscale 84x84
+    RecordEpisodeStatistics              true game score and length in info["episode"]
+    EpisodicLifeEnv        (training)    life loss -> terminated, but the game goes on
+    FireResetEnv                         press FIRE after each reset (games that need it)
+    TransformReward(sign)  (training)    rewards clipped to {-1, 0, 1}
+    FrameStackObservation(4)             (4, 84, 84)
+    ChannelsLastObservation              (84, 84, 4)
+
+``RecordEpisodeStatistics`` sits inside the life-loss and reward-clipping
+wrappers, so the returns it reports are whole games, unclipped.
+
+This module imports Gymnasium, NumPy and ale-py only, never Keras.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation, RecordEpisodeStatistics, TransformReward
+
+
+def _register_ale() -> None:
+    """Registers the ``ALE/*`` and ``*NoFrameskip-v4`` ids (idempotent)."""
+    try:
+        import ale_py
+    except ImportError as error:  # pragma: no cover - depends on the install
+        raise ImportError("Atari envs need ale-py: pip install 'gymnasium[atari,other]'.") from error
+    gym.register_envs(ale_py)
+
+
+def is_atari_env(env_id: str) -> bool:
+    """Whether ``env_id`` is registered as an ale-py Atari env."""
+    _register_ale()
+    try:
+        spec = gym.spec(env_id)
+    except gym.error.Error:
+        return False
+    entry = spec.entry_point
+    module = entry if isinstance(entry, str) else getattr(entry, "__module__", "")
+    return module.startswith("ale_py")
+
+
+class EpisodicLifeEnv(gym.Wrapper):
+    """Ends an episode on each life lost, while the game itself goes on (as SB3's ``EpisodicLifeEnv``).
+
+    ``step`` reports ``terminated=True`` when a life is lost, so value
+    targets do not bootstrap across a death. The following ``reset`` does not
+    restart the game: it takes one no-op step and returns its observation, so
+    the next "episode" is the next life. Only when the game is really over (or
+    truncated), or when ``reset`` is given a seed or options, does ``reset``
+    reset the env below.
+
+    Gymnasium's ``AtariPreprocessing(terminal_on_life_loss=True)`` also
+    reports a terminal on life loss, but its next ``reset`` restarts the whole
+    game: the agent would never play past its first life, and a
+    ``RecordEpisodeStatistics`` outside it would report one life's return.
+    Placed outside ``RecordEpisodeStatistics``, this wrapper leaves the game
+    statistics intact: ``info["episode"]`` appears only at the real game end.
+    """
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.lives = 0
+        self.was_real_done = True
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.was_real_done = bool(terminated or truncated)
+        lives = self.env.unwrapped.ale.lives()
+        if 0 < lives < self.lives:
+            # A life lost, the game not over: a terminal for the learner only.
+            terminated = True
+        self.lives = lives
+        return obs, reward, terminated, truncated, info
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        if self.was_real_done or seed is not None or options is not None:
+            obs, info = self.env.reset(seed=seed, options=options)
+        else:
+            # The game continues: a no-op step stands in for the reset.
+            obs, _, terminated, truncated, info = self.env.step(0)
+            if terminated or truncated:
+                obs, info = self.env.reset(seed=seed, options=options)
+        self.was_real_done = False
+        self.lives = self.env.unwrapped.ale.lives()
+        return obs, info
+
+
+class FireResetEnv(gym.Wrapper):
+    """Presses FIRE once after each reset, for games that wait for it (Breakout launches the ball).
+
+    Only applies when the game's action meanings include ``"FIRE"``; otherwise
+    ``reset`` passes through. Without it, an agent can stall at the start of
+    a game (or of a life, with ``EpisodicLifeEnv``) by never firing.
+    """
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        meanings = env.unwrapped.get_action_meanings()
+        self.fire_action = meanings.index("FIRE") if "FIRE" in meanings else None
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        if self.fire_action is None:
+            return obs, info
+        obs, _, terminated, truncated, step_info = self.env.step(self.fire_action)
+        info = {**info, **step_info}
+        if terminated or truncated:
+            obs, info = self.env.reset(seed=seed, options=options)
+        return obs, info
+
+
+class ChannelsLastObservation(gym.ObservationWrapper):
+    """Moves the stack axis of ``FrameStackObservation``'s ``(C, H, W)`` frames last: ``(H, W, C)``.
+
+    Keras convolutions default to channels-last, so the Q-network reads the
+    stacked frames as channels.
+    """
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        space = env.observation_space
+        if not isinstance(space, spaces.Box) or len(space.shape) != 3:
+            raise ValueError(f"ChannelsLastObservation needs a (C, H, W) Box observation space, got {space}.")
+        self.observation_space = spaces.Box(
+            low=np.moveaxis(space.low, 0, -1), high=np.moveaxis(space.high, 0, -1), dtype=space.dtype
+        )
+
+    def observation(self, observation):
+        return np.ascontiguousarray(np.moveaxis(np.asarray(observation), 0, -1))
+
+
+def make_atari_env(
+    env_id: str,
+    *,
+    training: bool = True,
+    frame_stack: int = 4,
+    scale: bool = False,
+    terminal_on_life_loss: bool | None = None,
+    clip_rewards: bool | None = None,
+    noop_max: int = 30,
+    frame_skip: int = 4,
+    screen_size: int = 84,
+    fire_reset: bool = True,
+    **make_kwargs,
+) -> gym.Env:
+    """An Atari env preprocessed as in Nature DQN: ``(84, 84, frame_stack)`` stacked grayscale frames.
+
+    Works with the ``ALE/*-v5`` ids (made with ``frameskip=1``, since
+    ``AtariPreprocessing`` skips frames itself and max-pools the last two;
+    their sticky actions, ``repeat_action_probability=0.25``, are kept unless
+    you pass another value) and the ``*NoFrameskip-v4`` ids.
+
+    Training and evaluation differ only in the two learning aids, which both
+    default to ``training``: life loss as a terminal, and reward sign clipping.
+    The returns in ``info["episode"]`` are always whole-game, unclipped scores.
+
+    Args:
+        env_id: an ale-py env id, e.g. ``"ALE/Pong-v5"`` or ``"PongNoFrameskip-v4"``.
+        training: whether the env is for training (see the two flags below).
+        frame_stack: frames stacked into the channel axis (1 keeps one frame, ``(84, 84, 1)``).
+        scale: emit float32 frames in ``[0, 1]`` instead of uint8 (4x the memory; the
+            conv network rescales uint8 itself, so the default is better).
+        terminal_on_life_loss: report ``terminated`` on each life lost (``EpisodicLifeEnv``);
+            defaults to ``training``.
+        clip_rewards: clip rewards to their sign; defaults to ``training``.
+        noop_max: up to this many random no-ops after a reset.
+        frame_skip: emulator frames per agent step.
+        screen_size: side of the square resized frame.
+        fire_reset: press FIRE after reset in games that have it.
+        **make_kwargs: passed to ``gymnasium.make`` (``repeat_action_probability``,
+            ``full_action_space``, ``max_episode_steps``, ``render_mode``...).
+
+    Returns:
+        The wrapped env.
+
+    Raises:
+        ValueError: ``env_id`` is not an Atari env, or ``frame_stack < 1``.
+
+    Example:
+        >>> env = make_atari_env("ALE/Pong-v5")
+        >>> obs, _ = env.reset(seed=0)
+        >>> obs.shape, obs.dtype
+        ((84, 84, 4), dtype('uint8'))
+    """
+    if not is_atari_env(env_id):
+        raise ValueError(
+            f"{env_id!r} is not an Atari env (an ale-py id such as 'ALE/Pong-v5' or 'PongNoFrameskip-v4'); "
+            "make_atari_env only wraps Atari games."
+        )
+    if int(frame_stack) < 1:
+        raise ValueError(f"frame_stack must be >= 1, got {frame_stack}.")
+    terminal_on_life_loss = training if terminal_on_life_loss is None else terminal_on_life_loss
+    clip_rewards = training if clip_rewards is None else clip_rewards
+
+    # AtariPreprocessing does the frame skipping; the emulator must not skip as well.
+    make_kwargs.setdefault("frameskip", 1)
+    env = gym.make(env_id, **make_kwargs)
+    env = AtariPreprocessing(
+        env,
+        noop_max=noop_max,
+        frame_skip=frame_skip,
+        screen_size=screen_size,
+        terminal_on_life_loss=False,
+        grayscale_obs=True,
+        scale_obs=scale,
+    )
+    # Before life loss and clipping: the statistics are whole games, true scores.
+    env = RecordEpisodeStatistics(env)
+    if terminal_on_life_loss:
+        env = EpisodicLifeEnv(env)
+    if fire_reset and "FIRE" in env.unwrapped.get_action_meanings():
+        env = FireResetEnv(env)
+    if clip_rewards:
+        env = TransformReward(env, lambda reward: float(np.sign(reward)))
+    env = FrameStackObservation(env, int(frame_stack))
+    return ChannelsLastObservation(env)
+
+
+def make_atari_vec_env(env_id: str, num_envs: int, vectorization_mode: str = "sync", **kwargs) -> gym.vector.VectorEnv:
+    """``num_envs`` copies of ``make_atari_env(env_id, **kwargs)`` stepped together.
+
+    Args:
+        env_id: an ale-py env id.
+        num_envs: number of envs.
+        vectorization_mode: ``"sync"`` (one process, ``SyncVectorEnv``) or
+            ``"async"`` (one process per env, ``AsyncVectorEnv``).
+        **kwargs: passed to :func:`make_atari_env`.
+
+    Example:
+        >>> venv = make_atari_vec_env("ALE/Breakout-v5", 2)
+        >>> venv.reset(seed=0)[0].shape
+        (2, 84, 84, 4)
+    """
+    if vectorization_mode not in ("sync", "async"):
+        raise ValueError(f"vectorization_mode must be 'sync' or 'async', got {vectorization_mode!r}.")
+    if int(num_envs) < 1:
+        raise ValueError(f"num_envs must be >= 1, got {num_envs}.")
+    if not is_atari_env(env_id):
+        raise ValueError(f"{env_id!r} is not an Atari env (an ale-py id such as 'ALE/Pong-v5').")
+    # A partial, not a lambda: AsyncVectorEnv pickles the constructors.
+    make_one = functools.partial(make_atari_env, env_id, **kwargs)
+    vector_cls = gym.vector.AsyncVectorEnv if vectorization_mode == "async" else gym.vector.SyncVectorEnv
+    return vector_cls([make_one for _ in range(int(num_envs))])
