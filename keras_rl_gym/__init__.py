@@ -29,4 +29,13 @@ from keras_rl_gym.agents import (  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["ActorCriticAgent", "Agent", "DQNAgent", "NonFiniteLossError", "PPOAgent", "QLearningAgent", "ReinforceAgent", "__version__"]
+__all__ = [
+    "ActorCriticAgent",
+    "Agent",
+    "DQNAgent",
+    "NonFiniteLossError",
+    "PPOAgent",
+    "QLearningAgent",
+    "ReinforceAgent",
+    "__version__",
+]

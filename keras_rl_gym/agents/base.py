@@ -324,6 +324,10 @@ class Agent(keras.Model):
                 episode_return += np.where(valid, reward, 0.0)
                 episode_length += valid
                 ended = done & valid
+                if ended.any() and "life_loss" in info:
+                    # A life lost in an Atari game (EpisodicLifeEnv) is a terminal
+                    # for learning, not the end of the game that is logged.
+                    ended &= ~(np.asarray(info["_life_loss"], bool) & np.asarray(info["life_loss"], bool))
                 if ended.any():
                     # RecordEpisodeStatistics reports the true (unclipped) return
                     # when present; otherwise count it ourselves.

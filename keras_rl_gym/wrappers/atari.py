@@ -78,9 +78,11 @@ class EpisodicLifeEnv(gym.Wrapper):
         obs, reward, terminated, truncated, info = self.env.step(action)
         self.was_real_done = bool(terminated or truncated)
         lives = self.env.unwrapped.ale.lives()
-        if 0 < lives < self.lives:
+        if 0 < lives < self.lives and not self.was_real_done:
             # A life lost, the game not over: a terminal for the learner only.
+            # ``info["life_loss"]`` tells ``fit`` not to log it as an episode.
             terminated = True
+            info = {**info, "life_loss": True}
         self.lives = lives
         return obs, reward, terminated, truncated, info
 
