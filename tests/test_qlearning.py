@@ -1,5 +1,7 @@
 """Tabular Q-learning: the table converges to the analytic Q* of a small MDP; the update by hand; bad input."""
 
+from pathlib import Path
+
 import gymnasium as gym
 import keras
 import numpy as np
@@ -65,7 +67,7 @@ def test_tutorial_config_learns_cartpole():
     """The tutorial's CartPole config (8 bins, its bounds): random play scores ~22; we ask for 100."""
     from keras_rl_gym.config import load_config, make_agent, make_env
 
-    config = load_config("configs/qlearning-cartpole.json")
+    config = load_config(Path(__file__).parents[1] / "configs" / "qlearning-cartpole.json")
     env = make_env(config)
     agent = make_agent(config, env)
     agent.fit(env, steps=30_000, verbose=0)

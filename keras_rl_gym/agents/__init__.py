@@ -7,4 +7,12 @@ from keras_rl_gym.agents.ppo import PPOAgent
 from keras_rl_gym.agents.qlearning import QLearningAgent
 from keras_rl_gym.agents.reinforce import ReinforceAgent
 
-__all__ = ["ActorCriticAgent", "Agent", "DQNAgent", "NonFiniteLossError", "PPOAgent", "QLearningAgent", "ReinforceAgent"]
+__all__ = [
+    "ActorCriticAgent",
+    "Agent",
+    "DQNAgent",
+    "NonFiniteLossError",
+    "PPOAgent",
+    "QLearningAgent",
+    "ReinforceAgent",
+]
