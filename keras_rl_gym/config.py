@@ -9,7 +9,7 @@ params, policy params, train params), with this package's names::
       "env_kwargs": {},
       "num_envs": 1,
       "vectorization_mode": "sync",
-      "wrappers": [["DiscretizeObservation", {"n_bins": 8, "low": [-2.4, -2, -0.42, -3.5], "high": [2.4, 2, 0.42, 3.5]}]],
+      "wrappers": [["DiscretizeObservation", {"n_bins": 8, "low": [-2.4, -2, -0.4, -3.5], "high": [2.4, 2, 0.4, 3.5]}]],
       "agent": {"alpha": 0.5, "alpha_decay": 0.998},
       "train": {"steps": 50000, "seed": 0, "eval_episodes": 10}
     }
