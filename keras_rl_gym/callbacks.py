@@ -11,6 +11,7 @@ They are ``keras.callbacks.Callback``s with three RL hooks added, which
 from __future__ import annotations
 
 import math
+import os
 import time
 
 import keras
@@ -247,3 +248,113 @@ class MLflowLogger(keras.callbacks.Callback):
         fig.tight_layout()
         plt.close(fig)
         return fig
+
+
+class EvaluationCallback(keras.callbacks.Callback):
+    """Evaluates the greedy policy every ``every`` env steps; optionally records videos to MLflow.
+
+    Results go to ``history`` (``[(env_steps, evaluate() result), ...]``) and, when
+    an MLflow run is active (e.g. with :class:`MLflowLogger` before this callback
+    in the list), to ``eval_*`` metrics. With ``video=True`` the first evaluation
+    episode is recorded by Gymnasium's ``RecordVideo`` and logged as an MLflow
+    artifact under ``videos/step_<env_steps>/``; the env must then be made with
+    ``render_mode="rgb_array"`` (and ``gymnasium[other]`` installed for moviepy).
+
+    Args:
+        make_env: a function returning a fresh evaluation env (one ``gymnasium.Env``).
+        every: env steps between evaluations; also evaluates at the end of ``fit``.
+        episodes: episodes per evaluation.
+        video: record the first episode of each evaluation.
+        video_dir: where videos are written before upload (a temporary folder by default).
+        seed: seed of each evaluation's first reset.
+
+    Example:
+        >>> evaluation = EvaluationCallback(lambda: gym.make("CartPole-v1", render_mode="rgb_array"), every=10_000,
+        ...                                 video=True)
+        >>> agent.fit(env, steps=50_000, callbacks=[MLflowLogger(), evaluation])
+    """
+
+    def __init__(
+        self,
+        make_env,
+        every: int = 10_000,
+        episodes: int = 5,
+        *,
+        video: bool = False,
+        video_dir: str | None = None,
+        seed: int = 10_000,
+    ):
+        super().__init__()
+        if int(every) < 1 or int(episodes) < 1:
+            raise ValueError(f"every and episodes must be >= 1, got {every} and {episodes}.")
+        self.make_env = make_env
+        self.every = int(every)
+        self.episodes = int(episodes)
+        self.video = bool(video)
+        self.video_dir = video_dir
+        self.seed = seed
+        self.history = []
+        self.videos = []
+
+    def on_train_begin(self, logs=None):
+        self._next = self.model.env_steps + self.every
+        self._last = None
+        self._run_id = None
+        self._remember_run()
+
+    def _remember_run(self):
+        # The run is remembered, so the final evaluation still logs into it
+        # when an MLflowLogger earlier in the list has already ended it.
+        import mlflow
+
+        run = mlflow.active_run()
+        if run is not None:
+            self._run_id = run.info.run_id
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.model.env_steps >= self._next:
+            self._next += self.every * max(1, (self.model.env_steps - self._next) // self.every + 1)
+            self.evaluate()
+
+    def on_train_end(self, logs=None):
+        if self._last != self.model.env_steps:
+            self.evaluate()
+
+    def evaluate(self) -> dict:
+        """Runs one evaluation now; returns the ``Agent.evaluate`` result."""
+        import tempfile
+
+        import gymnasium as gym
+
+        step = self.model.env_steps
+        self._last = step
+        self.model.sync_weights()
+        env = self.make_env()
+        folder = None
+        if self.video:
+            folder = os.path.join(self.video_dir or tempfile.mkdtemp(prefix="keras-rl-gym-video-"), f"step_{step}")
+            env = gym.wrappers.RecordVideo(
+                env, folder, episode_trigger=lambda episode: episode == 0, disable_logger=True
+            )
+        try:
+            result = self.model.evaluate(env, episodes=self.episodes, seed=self.seed)
+        finally:
+            env.close()
+        self.history.append((step, result))
+        self._log(result, step, folder)
+        return result
+
+    def _log(self, result, step, folder):
+        import mlflow
+
+        if folder is not None:
+            self.videos.extend(sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".mp4")))
+        self._remember_run()
+        if self._run_id is None:
+            return
+        client = mlflow.MlflowClient()
+        for key, value in result.items():
+            if isinstance(value, (int, float)):
+                client.log_metric(self._run_id, f"eval_{key}", value, step=step)
+        if folder is not None:
+            client.log_artifacts(self._run_id, folder, artifact_path=f"videos/step_{step}")
