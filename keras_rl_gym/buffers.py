@@ -278,3 +278,71 @@ class FrameReplayBuffer:
         for c in range(self.stack):
             out[..., c] = self.frames[slots[:, c]]
         return out
+
+
+class SequenceReplayBuffer:
+    """Replay of sequences of consecutive transitions, for recurrent Q-networks (DRQN).
+
+    Each env slot of a vector env keeps its own ring, in order, so a sampled
+    sequence is ``length`` consecutive transitions of one env. A sequence may
+    run past the end of an episode: ``mask`` is 0 from the transition after the
+    first ``done`` on, so nothing of the next episode reaches the loss.
+
+    ``sample`` returns ``obs`` (the first observation, ``(B, *obs_shape)``) and,
+    for every field, ``(B, length, ...)`` arrays, plus ``mask``. The sequence of
+    observations a recurrent net reads is ``[obs, next_obs[:, 0], next_obs[:, 1], ...]``:
+    at an episode end ``next_obs`` is that episode's true last observation.
+
+    Args:
+        capacity: transitions kept in all (split evenly between envs).
+        num_envs: env slots.
+        length: transitions per sampled sequence.
+        fields: ``{name: (shape, dtype)}`` of one transition; must include
+            ``obs``, ``next_obs`` and ``done``.
+        seed: seed of the sampling generator.
+    """
+
+    def __init__(self, capacity: int, num_envs: int, length: int, fields: dict, seed: int | None = None):
+        if length < 1:
+            raise ValueError(f"length must be >= 1, got {length}.")
+        self.length = int(length)
+        self.per_env = max(int(capacity) // int(num_envs), self.length)
+        self.data = {
+            name: np.zeros((num_envs, self.per_env, *shape), dtype=dtype) for name, (shape, dtype) in fields.items()
+        }
+        self.position = np.zeros(num_envs, np.int64)
+        self.sizes = np.zeros(num_envs, np.int64)
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return int(self.sizes.sum())
+
+    def add(self, valid, **step) -> None:
+        """Writes one vector step; rows of envs where ``valid`` is False are skipped."""
+        envs = np.flatnonzero(valid)
+        for name, array in self.data.items():
+            array[envs, self.position[envs]] = np.asarray(step[name])[envs]
+        self.position[envs] = (self.position[envs] + 1) % self.per_env
+        self.sizes[envs] = np.minimum(self.sizes[envs] + 1, self.per_env)
+
+    def can_sample(self) -> bool:
+        return bool((self.sizes >= self.length).any())
+
+    def sample(self, batch_size: int) -> dict:
+        starts_per_env = np.maximum(self.sizes - self.length + 1, 0)
+        if starts_per_env.sum() == 0:
+            raise ValueError(f"No env has stored {self.length} transitions yet.")
+        # Uniform over all valid start positions of all envs.
+        env = self.rng.choice(len(self.sizes), size=batch_size, p=starts_per_env / starts_per_env.sum())
+        offset = self.rng.integers(0, starts_per_env[env])
+        oldest = (self.position[env] - self.sizes[env]) % self.per_env
+        index = (oldest + offset)[:, None] + np.arange(self.length)
+        index %= self.per_env
+        batch = {name: array[env[:, None], index] for name, array in self.data.items()}
+        batch["obs"] = batch["obs"][:, 0]
+        done = batch.pop("done").astype(np.float32)
+        # mask_t = 1 while no earlier transition of the sequence ended its episode.
+        batch["mask"] = np.concatenate(
+            [np.ones((batch_size, 1), np.float32), np.cumprod(1.0 - done[:, :-1], axis=1)], axis=1
+        ).astype(np.float32)
+        return batch

@@ -43,6 +43,7 @@ WRAPPERS = {
     "ClipReward": "gymnasium.wrappers:ClipReward",
     "RecordEpisodeStatistics": "gymnasium.wrappers:RecordEpisodeStatistics",
     "FlattenObservation": "gymnasium.wrappers:FlattenObservation",
+    "RemoveVelocity": "keras_rl_gym.wrappers.partial:RemoveVelocity",
     "DiscretizeObservation": "keras_rl_gym.wrappers.discretize:discretize_observation",
     # The tutorial's name for the same wrapper.
     "DiscretizedObservationWrapper": "keras_rl_gym.wrappers.discretize:discretize_observation",

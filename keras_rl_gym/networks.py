@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 
@@ -76,6 +77,44 @@ def q_network(
     else:
         q = layers.Dense(n_actions, name=f"{name}_q")(hidden)
     return keras.Model(inputs, q, name=name)
+
+
+def recurrent_q_network(
+    obs_shape: Sequence[int],
+    n_actions: int,
+    *,
+    hidden_sizes: Sequence[int] = (64,),
+    lstm_size: int = 64,
+    dueling: bool = False,
+    obs_dtype: str = "float32",
+    name: str = "q_network",
+) -> keras.Model:
+    """A recurrent Q-network (DRQN, Hausknecht and Stone, 2015): dense layers, an LSTM, a Q head.
+
+    Inputs ``[obs_sequence (batch, time, *obs_shape), h (batch, lstm_size), c (batch, lstm_size)]``;
+    outputs ``[q_sequence (batch, time, n_actions), h, c]``. Acting feeds one step
+    (``time=1``) with the carried state; training feeds whole sequences.
+    """
+    obs = keras.Input(shape=(None, *obs_shape), dtype=obs_dtype, name=f"{name}_obs")
+    h0 = keras.Input(shape=(lstm_size,), name=f"{name}_h")
+    c0 = keras.Input(shape=(lstm_size,), name=f"{name}_c")
+    x = obs
+    if x.dtype != "float32":
+        x = layers.Identity(dtype="float32", name=f"{name}_cast")(x)
+    if len(obs_shape) > 1:
+        x = layers.Reshape((-1, int(np.prod(obs_shape))), name=f"{name}_flatten")(x)
+    for i, units in enumerate(hidden_sizes):
+        x = layers.Dense(units, activation="relu", name=f"{name}_dense{i}")(x)
+    x, h, c = layers.LSTM(lstm_size, return_sequences=True, return_state=True, name=f"{name}_lstm")(
+        x, initial_state=[h0, c0]
+    )
+    if dueling:
+        value = layers.Dense(1, name=f"{name}_value")(x)
+        advantage = layers.Dense(n_actions, name=f"{name}_advantage")(x)
+        q = DuelingCombine(name=f"{name}_dueling")(value, advantage)
+    else:
+        q = layers.Dense(n_actions, name=f"{name}_q")(x)
+    return keras.Model([obs, h0, c0], [q, h, c], name=name)
 
 
 def mlp(

@@ -262,6 +262,7 @@ class Agent(keras.Model):
 
         self.stop_training = False
         self._on_fit_begin(n, steps)
+        self._reset_policy_state(n)
         runtime = self.runtime
         runtime.hold(steps)
 
@@ -348,6 +349,8 @@ class Agent(keras.Model):
                         )
                     episode_return[ended] = 0.0
                     episode_length[ended] = 0
+                # Recurrent state restarts with each episode (and skips autoreset steps).
+                self._episode_ended(done | ~valid)
                 prev_done = done if mode == "NextStep" else np.zeros(n, dtype=bool)
                 obs = next_obs
 
@@ -462,11 +465,15 @@ class Agent(keras.Model):
                     lengths.append(int(length[i]))
             ret[done] = 0.0
             length[done] = 0
+            self._episode_ended(done | ~valid)
             prev_done = done if mode == "NextStep" else np.zeros(n, dtype=bool)
         return returns[:episodes], lengths[:episodes]
 
     def _reset_policy_state(self, num_envs: int) -> None:
         """Resets recurrent state before evaluation; nothing for feed-forward agents."""
+
+    def _episode_ended(self, mask: np.ndarray) -> None:
+        """Resets the recurrent state of the envs in ``mask``; nothing for feed-forward agents."""
 
     # -- serialization -------------------------------------------------------------
     def get_config(self) -> dict:

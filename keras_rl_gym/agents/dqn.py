@@ -11,7 +11,7 @@ from keras import ops
 
 from keras_rl_gym import networks, schedules
 from keras_rl_gym.agents.base import Agent
-from keras_rl_gym.buffers import FrameReplayBuffer, ReplayBuffer
+from keras_rl_gym.buffers import FrameReplayBuffer, ReplayBuffer, SequenceReplayBuffer
 from keras_rl_gym.spaces import require
 
 LOSSES = ("mse", "huber")
@@ -34,11 +34,16 @@ class DQNAgent(Agent):
     by ``target <- tau * online + (1 - tau) * target`` (``tau=1`` is the hard copy).
 
     Args:
-        observation_space: a ``Box`` space (vectors for ``network="dense"``,
-            HxWxC images for ``network="conv"``).
+        observation_space: a ``Box`` space (vectors for ``network="dense"`` or
+            ``"lstm"``, HxWxC images for ``network="conv"``).
         action_space: a ``Discrete`` space.
-        network: ``"dense"`` or ``"conv"`` (the Nature DQN torso).
+        network: ``"dense"``, ``"conv"`` (the Nature DQN torso) or ``"lstm"``
+            (DRQN: dense layers, then an LSTM; trained on sequences of
+            ``sequence_length`` consecutive transitions, its recurrent state
+            carried while acting and reset at each episode start).
         hidden_sizes: widths of the dense layers.
+        lstm_size: units of the LSTM (``network="lstm"``).
+        sequence_length: transitions per training sequence (the tutorial's ``step_size``).
         double: use Double DQN targets.
         dueling: use a dueling value/advantage head (Wang et al., 2016).
         gamma: discount factor.
@@ -76,6 +81,8 @@ class DQNAgent(Agent):
         Wang et al., "Dueling Network Architectures for Deep Reinforcement Learning", ICML 2016.
     """
 
+    _host_attributes = frozenset({"_state"})
+
     def __init__(
         self,
         observation_space,
@@ -83,6 +90,8 @@ class DQNAgent(Agent):
         *,
         network: str = "dense",
         hidden_sizes: Sequence[int] = (64, 64),
+        lstm_size: int = 64,
+        sequence_length: int = 8,
         double: bool = False,
         dueling: bool = False,
         gamma: float = 0.99,
@@ -111,6 +120,12 @@ class DQNAgent(Agent):
         obs_shape = self.observation_space.shape
         if network == "dense" and len(obs_shape) == 3:
             raise ValueError(f"{type(self).__name__}: image observations {obs_shape} need network='conv', not 'dense'.")
+        if network not in ("dense", "conv", "lstm"):
+            raise ValueError(f"Unknown network {network!r}: expected 'dense', 'conv' or 'lstm'.")
+        if network == "lstm" and len(obs_shape) != 1:
+            raise ValueError(f"{type(self).__name__}: network='lstm' needs vector observations, got shape {obs_shape}.")
+        if int(sequence_length) < 1 or int(lstm_size) < 1:
+            raise ValueError(f"sequence_length and lstm_size must be >= 1, got {sequence_length} and {lstm_size}.")
         if network == "conv" and len(obs_shape) != 3:
             raise ValueError(f"{type(self).__name__}: network='conv' needs HxWxC observations, got shape {obs_shape}.")
         if loss not in LOSSES:
@@ -134,6 +149,10 @@ class DQNAgent(Agent):
 
         self.network = network
         self.hidden_sizes = tuple(int(h) for h in hidden_sizes)
+        self.lstm_size = int(lstm_size)
+        self.sequence_length = int(sequence_length)
+        self.recurrent = network == "lstm"
+        self._state = None  # the recurrent (h, c) of each env while acting
         self.double = bool(double)
         self.dueling = bool(dueling)
         self.learning_rate = learning_rate
@@ -154,15 +173,26 @@ class DQNAgent(Agent):
         self.max_grad_norm = max_grad_norm
         self.n_actions = int(self.action_space.n)
 
-        self.q_network = networks.q_network(
-            obs_shape,
-            self.n_actions,
-            network=network,
-            hidden_sizes=self.hidden_sizes,
-            dueling=self.dueling,
-            obs_dtype=str(self.observation_space.dtype),
-            name="q_network",
-        )
+        if self.recurrent:
+            self.q_network = networks.recurrent_q_network(
+                obs_shape,
+                self.n_actions,
+                hidden_sizes=self.hidden_sizes,
+                lstm_size=self.lstm_size,
+                dueling=self.dueling,
+                obs_dtype=str(self.observation_space.dtype),
+                name="q_network",
+            )
+        else:
+            self.q_network = networks.q_network(
+                obs_shape,
+                self.n_actions,
+                network=network,
+                hidden_sizes=self.hidden_sizes,
+                dueling=self.dueling,
+                obs_dtype=str(self.observation_space.dtype),
+                name="q_network",
+            )
         # Built before the first compiled step, with the online weights.
         self.target_network = networks.target_copy(self.q_network, "q_target")
         self.lr_schedule = schedules.learning_rate(learning_rate, learning_rate_decay)
@@ -175,11 +205,22 @@ class DQNAgent(Agent):
 
     # -- graph (keras.ops) ---------------------------------------------------------
     def call(self, obs, training=False):
-        """Q-values of every action, shape ``(batch, n_actions)``."""
+        """Q-values of every action, shape ``(batch, n_actions)`` (an LSTM net starts from a zero state)."""
+        if self.recurrent:
+            zeros = self._zero_state(obs)
+            return self.q_network([ops.expand_dims(obs, 1), zeros, zeros], training=training)[0][:, 0]
         return self.q_network(obs, training=training)
 
     def act_graph(self, obs):
+        if self.recurrent:
+            # One step of the recurrent net, from and to the carried state.
+            obs, h, c = obs
+            q, h, c = self.q_network([ops.expand_dims(obs, 1), h, c])
+            return ops.argmax(q[:, 0], axis=-1), h, c
         return ops.argmax(self.q_network(obs), axis=-1)
+
+    def _zero_state(self, obs):
+        return ops.zeros((ops.shape(obs)[0], self.lstm_size), "float32")
 
     def td_target(self, reward, next_obs, terminated):
         """The Bellman target ``y``, without gradient."""
@@ -196,17 +237,44 @@ class DQNAgent(Agent):
         return ops.stop_gradient(y)
 
     def compute_rl_loss(self, batch):
+        if self.recurrent:
+            return self._sequence_loss(batch)
         action = ops.cast(batch["action"], "int32")
         y = self.td_target(batch["reward"], batch["next_obs"], batch["terminated"])
         q = self.q_network(batch["obs"], training=True)
         q_taken = ops.take_along_axis(q, ops.expand_dims(action, -1), axis=-1)[:, 0]
-        error = q_taken - y
+        return self._error_loss(q_taken - y), {"q_mean": ops.mean(q_taken)}
+
+    def _error_loss(self, error, mask=None):
         if self.loss_name == "huber":
             abs_error = ops.abs(error)
-            loss = ops.mean(ops.where(abs_error < 1.0, 0.5 * ops.square(error), abs_error - 0.5))
+            per_item = ops.where(abs_error < 1.0, 0.5 * ops.square(error), abs_error - 0.5)
         else:
-            loss = ops.mean(ops.square(error))
-        return loss, {"q_mean": ops.mean(q_taken)}
+            per_item = ops.square(error)
+        if mask is None:
+            return ops.mean(per_item)
+        return ops.sum(per_item * mask) / ops.maximum(ops.sum(mask), 1.0)
+
+    def _sequence_loss(self, batch):
+        """DRQN's loss on ``(B, L)`` sequences, both nets unrolled from a zero state.
+
+        The nets read ``x = [obs, next_obs_0, ..., next_obs_{L-1}]``: ``Q(x_t)`` is
+        trained toward ``r_t + gamma * (1 - terminated_t) * Q_target(x_{t+1}, argmax ...)``,
+        and ``mask`` drops the steps after an episode's end.
+        """
+        obs, next_obs = batch["obs"], batch["next_obs"]
+        x = ops.concatenate([ops.expand_dims(obs, 1), next_obs], axis=1)
+        zeros = self._zero_state(obs)
+        q_all = self.q_network([x, zeros, zeros], training=True)[0]
+        q_target_all = self.target_network([x, zeros, zeros])[0][:, 1:]
+        action = ops.expand_dims(ops.cast(batch["action"], "int32"), -1)
+        q_taken = ops.take_along_axis(q_all[:, :-1], action, axis=-1)[..., 0]
+        best = ops.argmax(q_all[:, 1:] if self.double else q_target_all, axis=-1)
+        q_next = ops.take_along_axis(q_target_all, ops.expand_dims(best, -1), axis=-1)[..., 0]
+        terminated = ops.cast(batch["terminated"], "float32")
+        y = ops.stop_gradient(ops.cast(batch["reward"], "float32") + self.gamma * (1.0 - terminated) * q_next)
+        mask = ops.cast(batch["mask"], "float32")
+        return self._error_loss(q_taken - y, mask), {"q_mean": ops.sum(q_taken * mask) / ops.sum(mask)}
 
     def update_targets(self, tau: float):
         for target, online in zip(self.target_network.weights, self.q_network.weights):
@@ -218,6 +286,22 @@ class DQNAgent(Agent):
     # -- host side (NumPy) ----------------------------------------------------------
     def _on_fit_begin(self, num_envs, steps):
         obs_space = self.observation_space
+        self._state = None
+        if self.recurrent and (self.buffer is None or self.buffer.data["obs"].shape[0] != num_envs):
+            self.buffer = SequenceReplayBuffer(
+                self.buffer_size,
+                num_envs,
+                self.sequence_length,
+                {
+                    "obs": (obs_space.shape, obs_space.dtype),
+                    "action": ((), np.int32),
+                    "reward": ((), np.float32),
+                    "next_obs": (obs_space.shape, obs_space.dtype),
+                    "terminated": ((), np.float32),
+                    "done": ((), bool),
+                },
+                seed=self.seed,
+            )
         if self.buffer is None and self._use_frame_replay():
             self.buffer = FrameReplayBuffer(
                 self.buffer_size,
@@ -252,12 +336,33 @@ class DQNAgent(Agent):
         if self._epsilon_fn is not None:
             self.epsilon = self._epsilon_fn(step)
         n = len(obs)
-        actions = self._greedy(obs) if step >= self.learning_starts else np.zeros(n, np.int64)
+        # A recurrent net reads every step, so its state is right when learning starts.
+        acts = step >= self.learning_starts or self.recurrent
+        actions = self._greedy(obs) if acts else np.zeros(n, np.int64)
         # The coin flip stays on the host: random ops inside the compiled act cost more.
         explore = self.rng.random(n) < (self.epsilon if step >= self.learning_starts else 1.0)
         if explore.any():
             actions = np.where(explore, self.rng.integers(0, self.n_actions, size=n), actions)
         return actions
+
+    def _greedy(self, obs):
+        if not self.recurrent:
+            return super()._greedy(obs)
+        n = len(obs)
+        if self._state is None or len(self._state[0]) != n:
+            self._reset_policy_state(n)
+        actions, h, c = self.runtime.act((np.asarray(obs, np.float32), *self._state))
+        self._state = (np.array(h), np.array(c))  # writable copies: episode ends zero rows
+        return np.asarray(actions)
+
+    def _reset_policy_state(self, num_envs):
+        zeros = np.zeros((num_envs, self.lstm_size), np.float32)
+        self._state = (zeros, zeros.copy())
+
+    def _episode_ended(self, mask):
+        if self.recurrent and self._state is not None and mask.any():
+            for state in self._state:
+                state[mask] = 0.0
 
     def _use_frame_replay(self) -> bool:
         shape, dtype = self.observation_space.shape, self.observation_space.dtype
@@ -266,7 +371,17 @@ class DQNAgent(Agent):
         return self.replay == "frames"
 
     def _observe(self, obs, action, reward, next_obs, terminated, truncated, valid):
-        if isinstance(self.buffer, FrameReplayBuffer):
+        if self.recurrent:
+            self.buffer.add(
+                valid,
+                obs=obs,
+                action=action,
+                reward=reward,
+                next_obs=next_obs,
+                terminated=terminated,
+                done=np.asarray(terminated) | np.asarray(truncated),
+            )
+        elif isinstance(self.buffer, FrameReplayBuffer):
             # Frame replay tracks episodes per env slot: it takes the whole batch and the mask.
             self.buffer.add(obs, action, reward, next_obs, terminated, truncated, valid=valid)
         elif valid.all():
@@ -281,7 +396,7 @@ class DQNAgent(Agent):
             )
 
     def _train(self, step, new_steps):
-        if step < self.learning_starts:
+        if step < self.learning_starts or (self.recurrent and not self.buffer.can_sample()):
             return
         self._steps_since_train += new_steps
         self._steps_since_target += new_steps
@@ -305,6 +420,8 @@ class DQNAgent(Agent):
         config.update(
             network=self.network,
             hidden_sizes=list(self.hidden_sizes),
+            lstm_size=self.lstm_size,
+            sequence_length=self.sequence_length,
             double=self.double,
             dueling=self.dueling,
             learning_rate=self.learning_rate,

@@ -85,7 +85,7 @@ class TensorFlowRuntime(Runtime):
         return {} if metrics is None else dict(zip(self._metric_names, metrics.numpy().tolist()))
 
     def act(self, obs):
-        obs = tf.convert_to_tensor(obs)
+        obs = tf.nest.map_structure(tf.convert_to_tensor, obs)  # an array, or a tuple (recurrent state)
         if self._pending is not None:
             batch, self._pending = self._pending, None
             self._last_metrics, out = self._call(self._update_act, batch, obs)

@@ -78,12 +78,12 @@ class TorchRuntime(Runtime):
     def act(self, obs):
         with torch.no_grad():
             try:
-                out = self._act_fn(_as_tensor(obs))
+                out = self._act_fn(torch.utils._pytree.tree_map(_as_tensor, obs))
             except Exception as error:  # compilation errors surface at the first call
                 if not self.compiled:
                     raise
                 self._fallback(error)
-                out = self._act_fn(_as_tensor(obs))
+                out = self._act_fn(torch.utils._pytree.tree_map(_as_tensor, obs))
         return torch.utils._pytree.tree_map(lambda t: t.detach().cpu().numpy(), out)
 
     def update(self, batch):
