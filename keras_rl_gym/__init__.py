@@ -17,8 +17,8 @@ import os
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 
-from keras_rl_gym.agents import Agent, DQNAgent, NonFiniteLossError  # noqa: E402
+from keras_rl_gym.agents import Agent, DDPGAgent, DQNAgent, NonFiniteLossError  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["Agent", "DQNAgent", "NonFiniteLossError", "__version__"]
+__all__ = ["Agent", "DDPGAgent", "DQNAgent", "NonFiniteLossError", "__version__"]

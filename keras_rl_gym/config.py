@@ -30,6 +30,7 @@ import gymnasium as gym
 # Algorithm name -> "module:Class". Strings, so that reading a config does not import Keras.
 ALGORITHMS = {
     "dqn": "keras_rl_gym.agents.dqn:DQNAgent",
+    "ddpg": "keras_rl_gym.agents.ddpg:DDPGAgent",
 }
 
 # Wrapper name -> "module:callable(env, **params)"; Gymnasium's own wrappers by their names.
