@@ -203,6 +203,7 @@ class DDPGAgent(Agent):
         """The critic's Bellman target ``y = r + gamma (1 - terminated) Q'(s', pi'(s'))``, without gradient."""
         reward = ops.cast(reward, "float32")
         terminated = ops.cast(terminated, "float32")
+        next_obs = ops.convert_to_tensor(next_obs)
         next_action = self.target_actor(next_obs)
         q_next = self.target_critic([next_obs, next_action])[:, 0]
         return ops.stop_gradient(reward + self.gamma * (1.0 - terminated) * q_next)
@@ -220,7 +221,7 @@ class DDPGAgent(Agent):
         return q[:, 0]
 
     def compute_rl_loss(self, batch):
-        obs = batch["obs"]
+        obs = ops.convert_to_tensor(batch["obs"])
         # Critic: regress Q(s, a) on the target; a is the stored normalized action.
         y = self.td_target(batch["reward"], batch["next_obs"], batch["terminated"])
         q = self.critic([obs, ops.cast(batch["action"], "float32")], training=True)[:, 0]
