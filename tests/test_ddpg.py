@@ -338,5 +338,7 @@ def test_ddpg_learns_pendulum():
     start = time.perf_counter()
     agent.fit(env, steps=8_000, verbose=0)
     result = agent.evaluate(gym.make("Pendulum-v1"), episodes=10, seed=1_000)
-    print(f"DDPG Pendulum-v1 after 8k steps: mean return {result['mean_return']:.1f} ({time.perf_counter() - start:.0f} s)")
+    print(
+        f"DDPG Pendulum-v1 after 8k steps: mean return {result['mean_return']:.1f} ({time.perf_counter() - start:.0f} s)"
+    )
     assert result["mean_return"] > -800, result
