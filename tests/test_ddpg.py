@@ -109,13 +109,26 @@ def test_losses_match_numpy():
 
 # -- one update: the actor term moves only the actor, the critic term only the critic ------------
 class CriticLossOnly(DDPGAgent):
+    """Updates the critic alone, on the critic loss alone."""
+
+    def optimizer_groups(self):
+        return self.optimizer_groups_of("critic")
+
+    def optimizer_groups_of(self, name):
+        return [group for group in DDPGAgent.optimizer_groups(self) if group[0] is getattr(self, f"{name}_optimizer")]
+
     def compute_rl_loss(self, batch):
         y = self.td_target(batch["reward"], batch["next_obs"], batch["terminated"])
         q = self.critic([batch["obs"], batch["action"]])[:, 0]
         return ops.mean(ops.square(q - y)), {}
 
 
-class ActorLossOnly(DDPGAgent):
+class ActorLossOnly(CriticLossOnly):
+    """Updates the actor alone, on ``-Q(s, pi(s))`` with the plain critic."""
+
+    def optimizer_groups(self):
+        return self.optimizer_groups_of("actor")
+
     def compute_rl_loss(self, batch):
         return -ops.mean(self.critic([batch["obs"], self.actor(batch["obs"])])), {}
 
@@ -338,7 +351,6 @@ def test_ddpg_learns_pendulum():
     start = time.perf_counter()
     agent.fit(env, steps=8_000, verbose=0)
     result = agent.evaluate(gym.make("Pendulum-v1"), episodes=10, seed=1_000)
-    print(
-        f"DDPG Pendulum-v1 after 8k steps: mean return {result['mean_return']:.1f} ({time.perf_counter() - start:.0f} s)"
-    )
+    elapsed = time.perf_counter() - start
+    print(f"DDPG Pendulum-v1 after 8k steps: mean return {result['mean_return']:.1f} ({elapsed:.0f} s)")
     assert result["mean_return"] > -800, result
