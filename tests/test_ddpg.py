@@ -344,13 +344,14 @@ def test_ddpg_learns_pendulum():
         critic_hidden_sizes=(64, 64),
         gamma=0.98,
         batch_size=128,
-        learning_starts=1_000,
+        learning_starts=500,
         noise_std=0.1,
         seed=0,
     )
     start = time.perf_counter()
-    agent.fit(env, steps=8_000, verbose=0)
+    # ~3,500 updates: enough to swing up (about -125 on JAX with seeds 0 and 1), cheap enough for eager torch.
+    agent.fit(env, steps=4_000, verbose=0)
     result = agent.evaluate(gym.make("Pendulum-v1"), episodes=10, seed=1_000)
     elapsed = time.perf_counter() - start
-    print(f"DDPG Pendulum-v1 after 8k steps: mean return {result['mean_return']:.1f} ({elapsed:.0f} s)")
+    print(f"DDPG Pendulum-v1 after 4k steps: mean return {result['mean_return']:.1f} ({elapsed:.0f} s)")
     assert result["mean_return"] > -800, result
