@@ -296,6 +296,8 @@ def test_discrete_action_space_is_refused():
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="finite action bounds"):
         DDPGAgent(OBS, gym.spaces.Box(-np.inf, np.inf, (2,), np.float32))
+    with pytest.raises(ValueError, match="high > low"):
+        DDPGAgent(OBS, gym.spaces.Box(np.array([0.0, 1.0], np.float32), np.array([1.0, 1.0], np.float32)))
     with pytest.raises(ValueError, match="noise_type"):
         make_agent(noise_type="pink")
     with pytest.raises(ValueError, match="tau"):

@@ -117,6 +117,8 @@ class DDPGAgent(Agent):
             raise ValueError(f"{name} needs a 1-D Box action space, got shape {self.action_space.shape}.")
         if not (np.all(np.isfinite(self.action_space.low)) and np.all(np.isfinite(self.action_space.high))):
             raise ValueError(f"{name} needs finite action bounds to scale its tanh output, got {self.action_space}.")
+        if np.any(self.action_space.high <= self.action_space.low):
+            raise ValueError(f"{name} needs high > low in every action dimension, got {self.action_space}.")
         if len(self.observation_space.shape) == 3:
             raise ValueError(f"{name} has dense networks only; got image observations {self.observation_space.shape}.")
         if noise_type not in NOISE_TYPES:
