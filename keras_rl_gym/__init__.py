@@ -20,6 +20,7 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 from keras_rl_gym.agents import (  # noqa: E402
     ActorCriticAgent,
     Agent,
+    DDPGAgent,
     DQNAgent,
     NonFiniteLossError,
     PPOAgent,
@@ -32,6 +33,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ActorCriticAgent",
     "Agent",
+    "DDPGAgent",
     "DQNAgent",
     "NonFiniteLossError",
     "PPOAgent",

@@ -35,6 +35,7 @@ ALGORITHMS = {
     "actor_critic": "keras_rl_gym.agents.actor_critic:ActorCriticAgent",
     "a2c": "keras_rl_gym.agents.actor_critic:ActorCriticAgent",
     "ppo": "keras_rl_gym.agents.ppo:PPOAgent",
+    "ddpg": "keras_rl_gym.agents.ddpg:DDPGAgent",
 }
 
 # Wrapper name -> "module:callable(env, **params)"; Gymnasium's own wrappers by their names.

@@ -1,4 +1,4 @@
-"""Q, policy and value networks: dense, conv (the Nature DQN torso) and a dueling head.
+"""Q, policy and value networks: dense, conv (the Nature DQN torso), a dueling head, a Q(s, a) critic.
 
 Every builder returns a functional ``keras.Model``, so networks serialize with
 the agent and ``keras.models.clone_model`` makes their target copies.
@@ -132,6 +132,35 @@ def mlp(
     hidden = _torso(inputs, network, hidden_sizes, name)
     outputs = layers.Dense(output_size, activation=output_activation, name=f"{name}_out")(hidden)
     return keras.Model(inputs, outputs, name=name)
+
+
+def state_action_value(
+    obs_shape: Sequence[int],
+    action_dim: int,
+    hidden_sizes: Sequence[int] = (64, 64),
+    *,
+    obs_dtype: str = "float32",
+    name: str = "critic",
+) -> keras.Model:
+    """Builds a critic ``Q(s, a)``: observation and action in, one value out.
+
+    The (flattened) observation and the action vector are concatenated and
+    go through ``hidden_sizes`` ReLU layers to a linear output of shape ``(batch, 1)``.
+
+    Args:
+        obs_shape: shape of one observation.
+        action_dim: length of the action vector.
+        hidden_sizes: widths of the dense layers.
+        obs_dtype: dtype of the observations.
+        name: model name.
+    """
+    obs = keras.Input(shape=tuple(obs_shape), dtype=obs_dtype, name=f"{name}_obs")
+    action = keras.Input(shape=(int(action_dim),), dtype="float32", name=f"{name}_action")
+    x = layers.Concatenate(name=f"{name}_concat")([_torso(obs, "dense", (), name), action])
+    for i, units in enumerate(hidden_sizes):
+        x = layers.Dense(units, activation="relu", name=f"{name}_dense{i}")(x)
+    q = layers.Dense(1, name=f"{name}_q")(x)
+    return keras.Model([obs, action], q, name=name)
 
 
 def target_copy(model: keras.Model, name: str | None = None) -> keras.Model:

@@ -2,6 +2,7 @@
 
 from keras_rl_gym.agents.actor_critic import ActorCriticAgent
 from keras_rl_gym.agents.base import Agent, NonFiniteLossError
+from keras_rl_gym.agents.ddpg import DDPGAgent
 from keras_rl_gym.agents.dqn import DQNAgent
 from keras_rl_gym.agents.ppo import PPOAgent
 from keras_rl_gym.agents.qlearning import QLearningAgent
@@ -10,6 +11,7 @@ from keras_rl_gym.agents.reinforce import ReinforceAgent
 __all__ = [
     "ActorCriticAgent",
     "Agent",
+    "DDPGAgent",
     "DQNAgent",
     "NonFiniteLossError",
     "PPOAgent",

@@ -1,0 +1,356 @@
+"""Deep Deterministic Policy Gradient: a deterministic actor and a Q(s, a) critic, both with target networks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+from gymnasium import spaces
+from keras import ops
+
+from keras_rl_gym import networks, schedules
+from keras_rl_gym.agents.base import Agent
+from keras_rl_gym.buffers import ReplayBuffer
+from keras_rl_gym.spaces import require
+
+NOISE_TYPES = ("gaussian", "ornstein-uhlenbeck")
+
+
+@keras.saving.register_keras_serializable(package="keras_rl_gym")
+class DDPGAgent(Agent):
+    """Deep Deterministic Policy Gradient (Lillicrap et al., 2016) for ``Box`` action spaces.
+
+    The actor ``pi(s)`` is an MLP with a ``tanh`` output, scaled to the
+    action bounds. The critic ``Q(s, a)`` sees the action in that normalized
+    ``[-1, 1]`` form. Both are trained from minibatches of a replay buffer, in
+    one step, on the sum of two losses:
+
+    * critic: ``mean((Q(s, a) - y)^2)`` against the stopped-gradient target
+
+          y = r + gamma * (1 - terminated) * Q'(s', pi'(s'))
+
+      of the target actor ``pi'`` and target critic ``Q'``. Only ``terminated``
+      cuts the bootstrap: a time-limit truncation still bootstraps from ``s'``.
+    * actor: ``-mean(Q(s, pi(s)))``, where the critic runs on stopped-gradient
+      copies of its weights, so this term moves the actor only and the
+      critic loss moves the critic only. Both read the critic as it was before
+      the step.
+
+    After every update the targets move by ``target <- tau * online + (1 - tau) * target``.
+
+    Exploration adds Gaussian or Ornstein-Uhlenbeck noise to the actor's
+    normalized action on the host (NumPy), with a standard deviation annealed
+    linearly from ``noise_std`` to ``noise_std_final`` (the tutorial's
+    ``epsilon`` -> ``epsilon_final``); the first ``learning_starts`` env steps
+    take uniformly random actions and do no updates.
+
+    Args:
+        observation_space: a ``Box`` space of vectors.
+        action_space: a ``Box`` space with finite bounds, of shape ``(n,)``.
+        actor_hidden_sizes: widths of the actor's dense layers.
+        critic_hidden_sizes: widths of the critic's dense layers.
+        gamma: discount factor.
+        actor_learning_rate: Adam learning rate of the actor (the tutorial's ``lr_a``).
+        critic_learning_rate: Adam learning rate of the critic (the tutorial's ``lr_c``).
+        buffer_size: replay capacity in transitions.
+        batch_size: transitions per update.
+        learning_starts: env steps of uniformly random actions, with no updates, at the start.
+        train_freq: env steps between rounds of updates.
+        gradient_steps: updates per round.
+        tau: soft target update rate after each update; 1.0 copies the weights.
+        noise_type: ``"gaussian"`` (independent per step) or ``"ornstein-uhlenbeck"``
+            (temporally correlated, reset at each episode end).
+        noise_std: standard deviation of the exploration noise at the start, in units
+            of the action half-range (0.1 on a ``[-2, 2]`` box is 0.2).
+        noise_std_final: the standard deviation reached at the end of the annealing;
+            ``None`` keeps ``noise_std`` constant.
+        exploration_fraction: fraction of ``fit``'s steps over which the noise anneals.
+        ou_theta: mean-reversion rate of the Ornstein-Uhlenbeck noise per step.
+        max_grad_norm: clip each network's gradients to this global norm (``None``: no clipping).
+        seed: random seed.
+
+    Example:
+        >>> import gymnasium as gym
+        >>> env = gym.make("Pendulum-v1")
+        >>> agent = DDPGAgent(env.observation_space, env.action_space, learning_starts=500)
+        >>> history = agent.fit(env, steps=1_000, verbose=0)
+        >>> action = agent.act(env.reset(seed=0)[0])
+        >>> bool(env.action_space.contains(action))
+        True
+
+    References:
+        Lillicrap et al., "Continuous control with deep reinforcement learning", ICLR 2016.
+        Silver et al., "Deterministic Policy Gradient Algorithms", ICML 2014.
+    """
+
+    def __init__(
+        self,
+        observation_space,
+        action_space,
+        *,
+        actor_hidden_sizes: Sequence[int] = (256, 256),
+        critic_hidden_sizes: Sequence[int] = (256, 256),
+        gamma: float = 0.99,
+        actor_learning_rate: float = 1e-3,
+        critic_learning_rate: float = 1e-3,
+        buffer_size: int = 200_000,
+        batch_size: int = 256,
+        learning_starts: int = 1_000,
+        train_freq: int = 1,
+        gradient_steps: int = 1,
+        tau: float = 0.005,
+        noise_type: str = "gaussian",
+        noise_std: float = 0.1,
+        noise_std_final: float | None = None,
+        exploration_fraction: float = 1.0,
+        ou_theta: float = 0.15,
+        max_grad_norm: float | None = None,
+        seed: int | None = None,
+        **kwargs,
+    ):
+        super().__init__(observation_space, action_space, gamma=gamma, seed=seed, **kwargs)
+        name = type(self).__name__
+        require(self.action_space, (spaces.Box,), name, "action")
+        require(self.observation_space, (spaces.Box,), name, "observation")
+        if len(self.action_space.shape) != 1:
+            raise ValueError(f"{name} needs a 1-D Box action space, got shape {self.action_space.shape}.")
+        if not (np.all(np.isfinite(self.action_space.low)) and np.all(np.isfinite(self.action_space.high))):
+            raise ValueError(f"{name} needs finite action bounds to scale its tanh output, got {self.action_space}.")
+        if np.any(self.action_space.high <= self.action_space.low):
+            raise ValueError(f"{name} needs high > low in every action dimension, got {self.action_space}.")
+        if len(self.observation_space.shape) == 3:
+            raise ValueError(f"{name} has dense networks only; got image observations {self.observation_space.shape}.")
+        if noise_type not in NOISE_TYPES:
+            raise ValueError(f"Unknown noise_type {noise_type!r}: expected one of {NOISE_TYPES}.")
+        if not 0.0 < tau <= 1.0:
+            raise ValueError(f"tau must be in (0, 1], got {tau}.")
+        if not 0.0 < ou_theta <= 1.0:
+            raise ValueError(f"ou_theta must be in (0, 1], got {ou_theta}.")
+        if noise_std < 0 or (noise_std_final is not None and noise_std_final < 0):
+            raise ValueError(f"Noise standard deviations must be >= 0, got {noise_std} and {noise_std_final}.")
+        for key, value in {
+            "buffer_size": buffer_size,
+            "batch_size": batch_size,
+            "train_freq": train_freq,
+            "gradient_steps": gradient_steps,
+        }.items():
+            if int(value) < 1:
+                raise ValueError(f"{key} must be >= 1, got {value}.")
+
+        self.actor_hidden_sizes = tuple(int(h) for h in actor_hidden_sizes)
+        self.critic_hidden_sizes = tuple(int(h) for h in critic_hidden_sizes)
+        self.actor_learning_rate = actor_learning_rate
+        self.critic_learning_rate = critic_learning_rate
+        self.buffer_size = int(buffer_size)
+        self.batch_size = int(batch_size)
+        self.learning_starts = int(learning_starts)
+        self.train_freq = int(train_freq)
+        self.gradient_steps = int(gradient_steps)
+        self.tau = float(tau)
+        self.noise_type = noise_type
+        self.noise_std = float(noise_std)
+        self.noise_std_final = None if noise_std_final is None else float(noise_std_final)
+        self.exploration_fraction = float(exploration_fraction)
+        self.ou_theta = float(ou_theta)
+        self.max_grad_norm = max_grad_norm
+
+        # env action = center + half_range * normalized action, normalized in [-1, 1].
+        low = self.action_space.low.astype(np.float64)
+        high = self.action_space.high.astype(np.float64)
+        self.action_dim = int(self.action_space.shape[0])
+        self._center = ((high + low) / 2.0).astype(np.float32)
+        self._half_range = ((high - low) / 2.0).astype(np.float32)
+
+        obs_shape = self.observation_space.shape
+        obs_dtype = str(self.observation_space.dtype)
+        self.actor = networks.mlp(
+            obs_shape,
+            self.actor_hidden_sizes,
+            self.action_dim,
+            output_activation="tanh",
+            obs_dtype=obs_dtype,
+            name="actor",
+        )
+        self.critic = networks.state_action_value(
+            obs_shape, self.action_dim, self.critic_hidden_sizes, obs_dtype=obs_dtype, name="critic"
+        )
+        # Built before the first compiled step, with the online weights.
+        self.target_actor = networks.target_copy(self.actor, "actor_target")
+        self.target_critic = networks.target_copy(self.critic, "critic_target")
+        self.actor_optimizer = keras.optimizers.Adam(actor_learning_rate, global_clipnorm=max_grad_norm)
+        self.critic_optimizer = keras.optimizers.Adam(critic_learning_rate, global_clipnorm=max_grad_norm)
+        self.actor_optimizer.build(self.actor.trainable_variables)
+        self.critic_optimizer.build(self.critic.trainable_variables)
+
+        self.current_noise_std = self.noise_std
+        self.buffer = None
+        self._noise_fn = None
+        self._ou_state = None
+        self.built = True
+
+    # -- graph (keras.ops) ---------------------------------------------------------
+    def call(self, obs, training=False):
+        """The deterministic policy's actions, scaled to the action bounds: shape ``(batch, n)``."""
+        normalized = self.actor(obs, training=training)
+        return ops.add(
+            ops.convert_to_tensor(self._center), ops.multiply(ops.convert_to_tensor(self._half_range), normalized)
+        )
+
+    def act_graph(self, obs):
+        # Normalized actions: the host scales them (and adds noise in this space).
+        return self.actor(obs)
+
+    def td_target(self, reward, next_obs, terminated):
+        """The critic's Bellman target ``y = r + gamma (1 - terminated) Q'(s', pi'(s'))``, without gradient."""
+        reward = ops.cast(reward, "float32")
+        terminated = ops.cast(terminated, "float32")
+        next_obs = ops.convert_to_tensor(next_obs)
+        next_action = self.target_actor(next_obs)
+        q_next = self.target_critic([next_obs, next_action])[:, 0]
+        return ops.stop_gradient(reward + self.gamma * (1.0 - terminated) * q_next)
+
+    def frozen_critic(self, obs, action):
+        """``Q(s, a)`` with the critic's weights behind ``stop_gradient``: gradients reach ``action`` only.
+
+        A stateless call maps each critic variable to a stopped copy of its
+        current value (read in the caller's scope, so this also works inside
+        the JAX runtime's stateless scope; the critic reads no other variable).
+        """
+        frozen = [ops.stop_gradient(v.value) for v in self.critic.trainable_variables]
+        state = [v.value for v in self.critic.non_trainable_variables]
+        q, _ = self.critic.stateless_call(frozen, state, [obs, action])
+        return q[:, 0]
+
+    def compute_rl_loss(self, batch):
+        obs = ops.convert_to_tensor(batch["obs"])
+        # Critic: regress Q(s, a) on the target; a is the stored normalized action.
+        y = self.td_target(batch["reward"], batch["next_obs"], batch["terminated"])
+        q = self.critic([obs, ops.cast(batch["action"], "float32")], training=True)[:, 0]
+        critic_loss = ops.mean(ops.square(q - y))
+        # Actor: ascend Q(s, pi(s)); the frozen critic keeps this term's gradient off the critic.
+        actor_loss = -ops.mean(self.frozen_critic(obs, self.actor(obs, training=True)))
+        metrics = {"critic_loss": critic_loss, "actor_loss": actor_loss, "q_mean": ops.mean(q)}
+        return critic_loss + actor_loss, metrics
+
+    def update_targets(self, tau: float):
+        pairs = [(self.target_actor, self.actor), (self.target_critic, self.critic)]
+        for target_net, online_net in pairs:
+            for target, online in zip(target_net.weights, online_net.weights):
+                if tau == 1.0:
+                    target.assign(online)
+                else:
+                    target.assign(target + tau * (online - target))
+
+    def optimizer_groups(self):
+        return [
+            (self.critic_optimizer, self.critic.trainable_variables),
+            (self.actor_optimizer, self.actor.trainable_variables),
+        ]
+
+    # -- host side (NumPy) ----------------------------------------------------------
+    def _scale(self, normalized: np.ndarray) -> np.ndarray:
+        action = self._center + self._half_range * normalized
+        # The clip only removes float rounding past the bounds.
+        return np.clip(action, self.action_space.low, self.action_space.high).astype(self.action_space.dtype)
+
+    def _normalize(self, action: np.ndarray) -> np.ndarray:
+        return ((np.asarray(action, np.float32) - self._center) / self._half_range).astype(np.float32)
+
+    def _greedy(self, obs):
+        return self._scale(np.asarray(self.runtime.act(obs)))
+
+    def _noise(self, n: int) -> np.ndarray:
+        std = self.current_noise_std
+        if self.noise_type == "gaussian":
+            return std * self.rng.standard_normal((n, self.action_dim))
+        # Ornstein-Uhlenbeck as the AR(1) process x <- (1 - theta) x + sigma_e * N(0, 1), with
+        # sigma_e = std * sqrt(2 theta - theta^2) so that its stationary standard deviation is std.
+        if self._ou_state is None or self._ou_state.shape[0] != n:
+            self._ou_state = np.zeros((n, self.action_dim))
+        theta = self.ou_theta
+        shock = std * np.sqrt(2 * theta - theta**2) * self.rng.standard_normal((n, self.action_dim))
+        self._ou_state = (1.0 - theta) * self._ou_state + shock
+        return self._ou_state
+
+    def _on_fit_begin(self, num_envs, steps):
+        if self.buffer is None:
+            obs_space = self.observation_space
+            self.buffer = ReplayBuffer(
+                self.buffer_size,
+                {
+                    "obs": (obs_space.shape, obs_space.dtype),
+                    "action": ((self.action_dim,), np.float32),
+                    "reward": ((), np.float32),
+                    "next_obs": (obs_space.shape, obs_space.dtype),
+                    "terminated": ((), np.float32),
+                },
+                seed=self.seed,
+            )
+        final = self.noise_std if self.noise_std_final is None else self.noise_std_final
+        schedule = schedules.linear_schedule(self.noise_std, final, int(self.exploration_fraction * steps))
+        start = self.env_steps
+        self._noise_fn = lambda step: schedule(step - start)
+        self._ou_state = np.zeros((num_envs, self.action_dim))
+        self._steps_since_train = 0
+
+    def _explore(self, obs, step):
+        n = len(obs)
+        if step < self.learning_starts:
+            # Warm-up: uniform over the box, drawn from the agent's own generator.
+            return self._scale(self.rng.uniform(-1.0, 1.0, (n, self.action_dim)))
+        if self._noise_fn is not None:
+            self.current_noise_std = self._noise_fn(step)
+        normalized = np.asarray(self.runtime.act(obs)) + self._noise(n)
+        return self._scale(np.clip(normalized, -1.0, 1.0))
+
+    def _observe(self, obs, action, reward, next_obs, terminated, truncated, valid):
+        if valid.any():
+            self.buffer.add(
+                obs=obs[valid],
+                action=self._normalize(action)[valid],
+                reward=reward[valid],
+                next_obs=next_obs[valid],
+                terminated=terminated[valid],
+            )
+        if self._ou_state is not None:
+            # Each episode starts with fresh (zero) correlated noise.
+            done = (terminated | truncated) & valid
+            if done.any() and self._ou_state.shape[0] == len(done):
+                self._ou_state[done] = 0.0
+
+    def _train(self, step, new_steps):
+        if step < self.learning_starts:
+            return
+        self._steps_since_train += new_steps
+        while self._steps_since_train >= self.train_freq:
+            self._steps_since_train -= self.train_freq
+            for _ in range(self.gradient_steps):
+                self.updates += 1
+                yield self.runtime.update(self.buffer.sample(self.batch_size))
+                self.runtime.update_targets(self.tau)
+
+    def _log_values(self):
+        return {"noise_std": float(self.current_noise_std)}
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            actor_hidden_sizes=list(self.actor_hidden_sizes),
+            critic_hidden_sizes=list(self.critic_hidden_sizes),
+            actor_learning_rate=self.actor_learning_rate,
+            critic_learning_rate=self.critic_learning_rate,
+            buffer_size=self.buffer_size,
+            batch_size=self.batch_size,
+            learning_starts=self.learning_starts,
+            train_freq=self.train_freq,
+            gradient_steps=self.gradient_steps,
+            tau=self.tau,
+            noise_type=self.noise_type,
+            noise_std=self.noise_std,
+            noise_std_final=self.noise_std_final,
+            exploration_fraction=self.exploration_fraction,
+            ou_theta=self.ou_theta,
+            max_grad_norm=self.max_grad_norm,
+        )
+        return config
