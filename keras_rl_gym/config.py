@@ -53,6 +53,7 @@ WRAPPERS = {
 # Env factories that replace gymnasium.make for a whole family (e.g. Atari): "module:callable(env_id, **kwargs)".
 ENV_FACTORIES = {
     "atari": "keras_rl_gym.wrappers.atari:make_atari_env",
+    "atari_ram": "keras_rl_gym.wrappers.atari:make_atari_ram_env",
 }
 
 TOP_LEVEL_KEYS = {

@@ -99,7 +99,9 @@ def recurrent_q_network(
     h0 = keras.Input(shape=(lstm_size,), name=f"{name}_h")
     c0 = keras.Input(shape=(lstm_size,), name=f"{name}_c")
     x = obs
-    if x.dtype != "float32":
+    if x.dtype == "uint8":  # bytes (Atari RAM): scaled to [0, 1]
+        x = layers.Rescaling(1.0 / 255.0, name=f"{name}_scale")(x)
+    elif x.dtype != "float32":
         x = layers.Identity(dtype="float32", name=f"{name}_cast")(x)
     if len(obs_shape) > 1:
         x = layers.Reshape((-1, int(np.prod(obs_shape))), name=f"{name}_flatten")(x)

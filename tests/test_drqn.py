@@ -89,3 +89,28 @@ def test_remove_velocity():
     np.testing.assert_array_equal(obs, full.reset(seed=0)[0][[0, 2]])
     with pytest.raises(ValueError, match="keep"):
         RemoveVelocity(gym.make("LunarLander-v3"))
+
+
+@pytest.mark.learning
+def test_lstm_beats_dense_on_cartpole_without_velocities():
+    """Masked CartPole-v1 (positions only): memory is needed to tell which way the pole falls."""
+    make = lambda: RemoveVelocity(gym.make("CartPole-v1"))  # noqa: E731
+    common = dict(
+        double=True,
+        learning_rate=5e-4,
+        batch_size=32,
+        buffer_size=50_000,
+        learning_starts=1_000,
+        train_freq=4,
+        target_update_every=1_000,
+        exploration_fraction=0.3,
+        seed=0,
+    )
+    results = {}
+    for network, extra in (("lstm", dict(hidden_sizes=(64,), lstm_size=64, sequence_length=8)), ("dense", {})):
+        env = make()
+        agent = DQNAgent(env.observation_space, env.action_space, network=network, **extra, **common)
+        agent.fit(env, steps=25_000, verbose=0)
+        results[network] = agent.evaluate(make(), episodes=20, seed=1_000)["mean_return"]
+    print(f"CartPole-v1 without velocities, 25k steps: LSTM {results['lstm']:.1f}, dense {results['dense']:.1f}")
+    assert results["lstm"] >= 80 and results["lstm"] > results["dense"] + 20, results

@@ -255,3 +255,22 @@ def make_atari_vec_env(env_id: str, num_envs: int, vectorization_mode: str = "sy
     make_one = functools.partial(make_atari_env, env_id, **kwargs)
     vector_cls = gym.vector.AsyncVectorEnv if vectorization_mode == "async" else gym.vector.SyncVectorEnv
     return vector_cls([make_one for _ in range(int(num_envs))])
+
+
+def make_atari_ram_env(
+    env_id: str, *, training: bool = True, clip_rewards: bool | None = None, **make_kwargs
+) -> gym.Env:
+    """An Atari env observing the console's 128 bytes of RAM (``Box(0, 255, (128,), uint8)``).
+
+    The tutorial's ``MsPacman-ram-v0`` is ``make_atari_ram_env("ALE/MsPacman-v5")``.
+    The game's own frame skip (4 for ``-v5``) and sticky actions are kept.
+    ``RecordEpisodeStatistics`` reports whole-game, unclipped scores; rewards
+    are sign-clipped while training (``clip_rewards`` defaults to ``training``).
+    """
+    _register_ale()
+    if not is_atari_env(env_id):
+        raise ValueError(f"{env_id!r} is not an Atari env (expected an ale-py id such as 'ALE/MsPacman-v5').")
+    env = RecordEpisodeStatistics(gym.make(env_id, obs_type="ram", **make_kwargs))
+    if training if clip_rewards is None else clip_rewards:
+        env = TransformReward(env, lambda r: float(np.sign(r)))
+    return env
