@@ -356,6 +356,7 @@ def test_atari_life_loss_terminal_keeps_whole_game_statistics():
                 assert ale.lives() == 0 and ale.game_over()
                 break
             life_terminals += 1
+            assert info["life_loss"]  # fit logs no episode for it
             lives = ale.lives()
             obs, _ = env.reset()
             assert ale.lives() == lives and not ale.game_over()  # the game went on
@@ -407,3 +408,40 @@ def test_atari_vector_env_and_factory_fill_frame_replay():
     config = validate_config({"algo": "dqn", "env": "ALE/Pong-v5", "env_factory": "atari"})
     env = make_env(config, training=False)
     assert env.reset(seed=0)[0].shape == (84, 84, 4)
+
+
+class _LivesEnv(gym.Env):
+    """A "game" of 3 lives of 2 steps each, reward 1 a step, reporting statistics only at game over."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        if getattr(self, "t", 6) >= 6:
+            self.t = 0
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        if self.t == 6:
+            return np.zeros(2, np.float32), 1.0, True, False, {"episode": {"r": 6.0, "l": 6, "t": 0.0}}
+        return np.zeros(2, np.float32), 1.0, self.t % 2 == 0, False, {"life_loss": True} if self.t % 2 == 0 else {}
+
+
+def test_fit_logs_whole_games_not_lives():
+    import keras
+
+    from keras_rl_gym import DQNAgent
+
+    episodes = []
+
+    class Record(keras.callbacks.Callback):
+        def on_episode_end(self, episode, logs):
+            episodes.append((logs["episode_return"], logs["episode_length"]))
+
+    env = _LivesEnv()
+    agent = DQNAgent(env.observation_space, env.action_space, hidden_sizes=(4,), learning_starts=10_000, seed=0)
+    agent.fit(env, steps=12, verbose=0, callbacks=[Record()])
+    assert episodes == [(6.0, 6), (6.0, 6)]
+    assert len(agent.buffer) == 12 and agent.buffer.data["terminated"][:12].sum() == 6  # every life ends in a terminal
