@@ -9,6 +9,8 @@ BACKENDS ?= tensorflow jax torch
 BACKEND ?= jax
 CONFIG ?= configs/dqn-cartpole.json
 PYTEST_ARGS ?=
+# Test processes per backend (pytest-xdist): most of a test's time is single-threaded Python.
+JOBS ?= 2
 
 .PHONY: install run test test-fast lint bench clean
 
@@ -31,7 +33,7 @@ test: install
 	@failed=""; \
 	for backend in $(BACKENDS); do \
 		echo "=== KERAS_BACKEND=$$backend"; \
-		KERAS_BACKEND=$$backend $(BIN)/python -m pytest $(PYTEST_ARGS) || failed="$$failed $$backend"; \
+		KERAS_BACKEND=$$backend $(BIN)/python -m pytest -n $(JOBS) $(PYTEST_ARGS) || failed="$$failed $$backend"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "FAILED on:$$failed"; exit 1; fi; \
 	echo "All backends passed: $(BACKENDS)"
