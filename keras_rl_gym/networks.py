@@ -70,13 +70,16 @@ def q_network(
     """
     inputs = keras.Input(shape=tuple(obs_shape), dtype=obs_dtype, name=f"{name}_obs")
     hidden = _torso(inputs, network, hidden_sizes, name)
+    return keras.Model(inputs, _q_head(hidden, n_actions, dueling, name), name=name)
+
+
+def _q_head(x, n_actions: int, dueling: bool, name: str):
+    """One Q-value per action from features ``x``: a linear layer, or dueling value and advantage streams."""
     if dueling:
-        value = layers.Dense(1, name=f"{name}_value")(hidden)
-        advantage = layers.Dense(n_actions, name=f"{name}_advantage")(hidden)
-        q = DuelingCombine(name=f"{name}_dueling")(value, advantage)
-    else:
-        q = layers.Dense(n_actions, name=f"{name}_q")(hidden)
-    return keras.Model(inputs, q, name=name)
+        value = layers.Dense(1, name=f"{name}_value")(x)
+        advantage = layers.Dense(n_actions, name=f"{name}_advantage")(x)
+        return DuelingCombine(name=f"{name}_dueling")(value, advantage)
+    return layers.Dense(n_actions, name=f"{name}_q")(x)
 
 
 def recurrent_q_network(
@@ -110,13 +113,7 @@ def recurrent_q_network(
     x, h, c = layers.LSTM(lstm_size, return_sequences=True, return_state=True, name=f"{name}_lstm")(
         x, initial_state=[h0, c0]
     )
-    if dueling:
-        value = layers.Dense(1, name=f"{name}_value")(x)
-        advantage = layers.Dense(n_actions, name=f"{name}_advantage")(x)
-        q = DuelingCombine(name=f"{name}_dueling")(value, advantage)
-    else:
-        q = layers.Dense(n_actions, name=f"{name}_q")(x)
-    return keras.Model([obs, h0, c0], [q, h, c], name=name)
+    return keras.Model([obs, h0, c0], [_q_head(x, n_actions, dueling, name), h, c], name=name)
 
 
 def mlp(
@@ -163,6 +160,16 @@ def state_action_value(
         x = layers.Dense(units, activation="relu", name=f"{name}_dense{i}")(x)
     q = layers.Dense(1, name=f"{name}_q")(x)
     return keras.Model([obs, action], q, name=name)
+
+
+def update_target(target: keras.Model, online: keras.Model, tau: float) -> None:
+    """Moves ``target``'s weights toward ``online``'s: ``target <- tau * online + (1 - tau) * target``.
+
+    ``tau=1`` is the hard copy. Uses ``variable.assign``, so it runs inside the
+    backends' compiled target updates.
+    """
+    for t, o in zip(target.weights, online.weights):
+        t.assign(o if tau == 1.0 else t + tau * (o - t))
 
 
 def target_copy(model: keras.Model, name: str | None = None) -> keras.Model:

@@ -234,13 +234,8 @@ class DDPGAgent(Agent):
         return critic_loss + actor_loss, metrics
 
     def update_targets(self, tau: float):
-        pairs = [(self.target_actor, self.actor), (self.target_critic, self.critic)]
-        for target_net, online_net in pairs:
-            for target, online in zip(target_net.weights, online_net.weights):
-                if tau == 1.0:
-                    target.assign(online)
-                else:
-                    target.assign(target + tau * (online - target))
+        networks.update_target(self.target_actor, self.actor, tau)
+        networks.update_target(self.target_critic, self.critic, tau)
 
     def optimizer_groups(self):
         return [

@@ -277,11 +277,7 @@ class DQNAgent(Agent):
         return self._error_loss(q_taken - y, mask), {"q_mean": ops.sum(q_taken * mask) / ops.sum(mask)}
 
     def update_targets(self, tau: float):
-        for target, online in zip(self.target_network.weights, self.q_network.weights):
-            if tau == 1.0:
-                target.assign(online)
-            else:
-                target.assign(target + tau * (online - target))
+        networks.update_target(self.target_network, self.q_network, tau)
 
     # -- host side (NumPy) ----------------------------------------------------------
     def _on_fit_begin(self, num_envs, steps):

@@ -76,14 +76,15 @@ class TorchRuntime(Runtime):
             opt.apply(group_grads, variables)
 
     def act(self, obs):
+        obs = torch.utils._pytree.tree_map(_as_tensor, obs)  # an array, or a tuple (recurrent state)
         with torch.no_grad():
             try:
-                out = self._act_fn(torch.utils._pytree.tree_map(_as_tensor, obs))
+                out = self._act_fn(obs)
             except Exception as error:  # compilation errors surface at the first call
                 if not self.compiled:
                     raise
                 self._fallback(error)
-                out = self._act_fn(torch.utils._pytree.tree_map(_as_tensor, obs))
+                out = self._act_fn(obs)
         return torch.utils._pytree.tree_map(lambda t: t.detach().cpu().numpy(), out)
 
     def update(self, batch):
