@@ -111,6 +111,11 @@ def padded_size(n: int, minimum: int = 32) -> int:
     return max(minimum, 1 << max(int(n) - 1, 0).bit_length())
 
 
+def standardize(x: np.ndarray) -> np.ndarray:
+    """``x`` shifted and scaled to mean 0 and standard deviation 1 (advantages, returns)."""
+    return (x - x.mean()) / (x.std() + 1e-8)
+
+
 def pad_rows(array: np.ndarray, size: int) -> np.ndarray:
     """``array`` with zero rows appended up to ``size`` rows."""
     return np.concatenate([array, np.zeros((size - len(array), *array.shape[1:]), array.dtype)])

@@ -6,8 +6,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_rl_gym.agents.policy import OnPolicyAgent, masked_mean
-from keras_rl_gym.rollouts import pad_rows
+from keras_rl_gym.agents.base import masked_mean
+from keras_rl_gym.agents.policy import OnPolicyAgent
+from keras_rl_gym.rollouts import pad_rows, standardize
 
 
 @keras.saving.register_keras_serializable(package="keras_rl_gym")
@@ -83,7 +84,7 @@ class ActorCriticAgent(OnPolicyAgent):
     def _learn(self, batch):
         size = len(batch["obs"])
         if self.normalize_advantage and size > 1:
-            batch["advantage"] = (batch["advantage"] - batch["advantage"].mean()) / (batch["advantage"].std() + 1e-8)
+            batch["advantage"] = standardize(batch["advantage"])
         # Autoreset steps are dropped, so a rollout holds a varying number of
         # transitions: pad to a fixed size with mask 0 (one compiled shape).
         padded = self.n_steps * self.rollout.num_envs

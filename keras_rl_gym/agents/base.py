@@ -15,6 +15,12 @@ from keras_rl_gym import backend as rl_backend
 from keras_rl_gym.spaces import same_space, space_from_config, space_to_config
 
 
+def masked_mean(x, mask):
+    """Mean of ``x`` (in ``keras.ops``) over the entries where ``mask`` is 1 (padding has mask 0)."""
+    mask = keras.ops.cast(mask, x.dtype)
+    return keras.ops.sum(x * mask) / keras.ops.maximum(keras.ops.sum(mask), 1.0)
+
+
 class NonFiniteLossError(FloatingPointError):
     """Raised by ``fit`` when a loss is NaN or infinite.
 

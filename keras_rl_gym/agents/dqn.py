@@ -10,7 +10,7 @@ from gymnasium import spaces
 from keras import ops
 
 from keras_rl_gym import networks, schedules
-from keras_rl_gym.agents.base import Agent
+from keras_rl_gym.agents.base import Agent, masked_mean
 from keras_rl_gym.buffers import FrameReplayBuffer, ReplayBuffer, SequenceReplayBuffer
 from keras_rl_gym.spaces import require
 
@@ -251,9 +251,7 @@ class DQNAgent(Agent):
             per_item = ops.where(abs_error < 1.0, 0.5 * ops.square(error), abs_error - 0.5)
         else:
             per_item = ops.square(error)
-        if mask is None:
-            return ops.mean(per_item)
-        return ops.sum(per_item * mask) / ops.maximum(ops.sum(mask), 1.0)
+        return ops.mean(per_item) if mask is None else masked_mean(per_item, mask)
 
     def _sequence_loss(self, batch):
         """DRQN's loss on ``(B, L)`` sequences, both nets unrolled from a zero state.
@@ -274,7 +272,7 @@ class DQNAgent(Agent):
         terminated = ops.cast(batch["terminated"], "float32")
         y = ops.stop_gradient(ops.cast(batch["reward"], "float32") + self.gamma * (1.0 - terminated) * q_next)
         mask = ops.cast(batch["mask"], "float32")
-        return self._error_loss(q_taken - y, mask), {"q_mean": ops.sum(q_taken * mask) / ops.sum(mask)}
+        return self._error_loss(q_taken - y, mask), {"q_mean": masked_mean(q_taken, mask)}
 
     def update_targets(self, tau: float):
         networks.update_target(self.target_network, self.q_network, tau)

@@ -47,12 +47,6 @@ def gaussian_entropy(log_std):
     return ops.sum(log_std + 0.5 * (1.0 + LOG_2PI), axis=-1)
 
 
-def masked_mean(x, mask):
-    """Mean of ``x`` over the entries where ``mask`` is 1 (padding has mask 0)."""
-    mask = ops.cast(mask, x.dtype)
-    return ops.sum(x * mask) / ops.maximum(ops.sum(mask), 1.0)
-
-
 def _np_log_softmax(logits):
     shifted = logits - logits.max(axis=-1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))

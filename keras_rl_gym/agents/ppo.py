@@ -7,6 +7,7 @@ import numpy as np
 from keras import ops
 
 from keras_rl_gym.agents.policy import OnPolicyAgent
+from keras_rl_gym.rollouts import standardize
 
 
 @keras.saving.register_keras_serializable(package="keras_rl_gym")
@@ -123,8 +124,7 @@ class PPOAgent(OnPolicyAgent):
             for index in order.reshape(n_batches, self.batch_size):
                 minibatch = {key: value[index] for key, value in batch.items()}
                 if self.normalize_advantage:
-                    advantage = minibatch["advantage"]
-                    minibatch["advantage"] = (advantage - advantage.mean()) / (advantage.std() + 1e-8)
+                    minibatch["advantage"] = standardize(minibatch["advantage"])
                 minibatch["clip_range"] = np.float32(self.current_clip_range)
                 self.updates += 1
                 yield self.runtime.update(minibatch)

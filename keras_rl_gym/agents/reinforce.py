@@ -6,8 +6,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_rl_gym.agents.policy import PolicyAgent, masked_mean
-from keras_rl_gym.rollouts import bootstrap_truncated, discounted_returns, pad_rows, padded_size
+from keras_rl_gym.agents.base import masked_mean
+from keras_rl_gym.agents.policy import PolicyAgent
+from keras_rl_gym.rollouts import bootstrap_truncated, discounted_returns, pad_rows, padded_size, standardize
 
 
 @keras.saving.register_keras_serializable(package="keras_rl_gym")
@@ -112,7 +113,7 @@ class ReinforceAgent(PolicyAgent):
         batch = {key: np.concatenate([e[key] for e in self._finished]) for key in ("obs", "action", "returns")}
         self._finished = []
         if self.normalize_returns and len(batch["returns"]) > 1:
-            batch["returns"] = (batch["returns"] - batch["returns"].mean()) / (batch["returns"].std() + 1e-8)
+            batch["returns"] = standardize(batch["returns"])
         # Episodes vary in length: pad to a power of two with mask 0, so the
         # update compiles for a handful of shapes.
         size = len(batch["obs"])
