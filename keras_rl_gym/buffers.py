@@ -33,6 +33,8 @@ class ReplayBuffer:
         self.position = 0
         self.size = 0
         self.rng = np.random.default_rng(seed)
+        self._random = None  # a block of random integers for sampling
+        self._next = 0
 
     def __len__(self) -> int:
         return self.size
@@ -40,18 +42,38 @@ class ReplayBuffer:
     def add(self, **batch) -> None:
         """Appends ``n`` transitions; every field has a leading axis of length ``n``."""
         n = len(next(iter(batch.values())))
-        index = (self.position + np.arange(n)) % self.capacity
-        for name, array in self.data.items():
-            array[index] = batch[name]
-        self.position = (self.position + n) % self.capacity
+        start = self.position
+        if start + n <= self.capacity:
+            # Slice writes: a third of the cost of index writes, once per env step.
+            for name, array in self.data.items():
+                array[start : start + n] = batch[name]
+        else:
+            index = (start + np.arange(n)) % self.capacity
+            for name, array in self.data.items():
+                array[index] = batch[name]
+        self.position = (start + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
 
     def sample(self, batch_size: int) -> dict:
         """``batch_size`` transitions drawn uniformly with replacement."""
         if self.size == 0:
             raise ValueError("Cannot sample from an empty replay buffer.")
-        index = self.rng.integers(0, self.size, size=batch_size)
-        return {name: array[index] for name, array in self.data.items()}
+        index = self._indices(batch_size)
+        return {name: array.take(index, axis=0) for name, array in self.data.items()}
+
+    _BLOCK = 8192
+
+    def _indices(self, batch_size: int) -> np.ndarray:
+        # Generator.integers costs ~7 us a call, a third of a CartPole env step.
+        # Uniform 62-bit integers are drawn in blocks instead and reduced
+        # modulo the size (a bias below size / 2**62: none in practice).
+        if batch_size > self._BLOCK:
+            return self.rng.integers(0, self.size, size=batch_size)
+        if self._random is None or self._next + batch_size > self._BLOCK:
+            self._random = self.rng.integers(0, 1 << 62, size=self._BLOCK, dtype=np.int64)
+            self._next = 0
+        start, self._next = self._next, self._next + batch_size
+        return self._random[start : self._next] % self.size
 
 
 class FrameReplayBuffer:

@@ -68,6 +68,22 @@ def test_replay_buffer_overwrites_oldest_and_samples_stored_rows():
         ReplayBuffer(3, {"x": ((), np.int64)}).sample(2)
 
 
+def test_replay_buffer_samples_uniformly_across_random_blocks():
+    buf = ReplayBuffer(10, {"x": ((), np.int64)}, seed=1)
+    for i in range(13):  # single adds, wrapping once: rows hold 3..12
+        buf.add(x=np.array([i]))
+    assert sorted(buf.data["x"].tolist()) == list(range(3, 13))
+    # 33 does not divide the random block, so draws straddle block refills.
+    draws = np.concatenate([buf.sample(33)["x"] for _ in range(3000)])
+    counts = np.bincount(draws - 3, minlength=10)
+    assert counts.sum() == 99_000 and np.all(np.abs(counts / 99_000 - 0.1) < 0.006), counts
+    # The same seed draws the same batches.
+    first, second = (ReplayBuffer(10, {"x": ((), np.int64)}, seed=7) for _ in range(2))
+    for b in (first, second):
+        b.add(x=np.arange(10))
+    assert all(np.array_equal(first.sample(64)["x"], second.sample(64)["x"]) for _ in range(200))
+
+
 def test_schedules():
     lin = linear_schedule(1.0, 0.1, 100)
     assert (
