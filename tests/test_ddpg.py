@@ -351,9 +351,10 @@ def test_ddpg_learns_pendulum():
         seed=0,
     )
     start = time.perf_counter()
-    # ~3,500 updates: enough to swing up (about -125 on JAX with seeds 0 and 1), cheap enough for eager torch.
-    agent.fit(env, steps=4_000, verbose=0)
+    # ~5,500 updates: enough to swing up. At 4k steps the result hung on the
+    # replay's random stream (-850 on TF with one stream, -96 with another).
+    agent.fit(env, steps=6_000, verbose=0)
     result = agent.evaluate(gym.make("Pendulum-v1"), episodes=10, seed=1_000)
     elapsed = time.perf_counter() - start
-    print(f"DDPG Pendulum-v1 after 4k steps: mean return {result['mean_return']:.1f} ({elapsed:.0f} s)")
+    print(f"DDPG Pendulum-v1 after 6k steps: mean return {result['mean_return']:.1f} ({elapsed:.0f} s)")
     assert result["mean_return"] > -800, result
