@@ -136,7 +136,7 @@ def learning(args):
     config = load_config(args.config)
     steps = config.get("train", {}).get("steps", 50_000)
     results = []
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         config["train"]["seed"] = seed
         env = make_env(config)
         agent = make_agent(config, env)
@@ -157,6 +157,7 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--config", help="run this config for --seeds seeds instead of the SB3 comparison")
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0, help="with --config: seeds are first-seed, first-seed+1, ...")
     args = parser.parse_args()
     learning(args) if args.config else throughput(args)
 
