@@ -1,13 +1,72 @@
-"""Replay and rollout storage, in NumPy on the host."""
+"""Replay and rollout storage, in NumPy on the host.
+
+``save_buffer`` and ``load_buffer`` write a buffer to one ``.npz`` file and read it back exactly, generator state
+included, so a resumed training run samples the same batches the interrupted one would have.
+"""
 
 from __future__ import annotations
 
+import json
 import sys
 
 import numpy as np
 
 
-class ReplayBuffer:
+class _Saveable:
+    """What ``save_buffer`` and ``load_buffer`` need of a buffer.
+
+    A subclass names its kind, the attributes that change as it fills (``_STATE``) and, in ``_init_args``, the
+    JSON-able constructor arguments that rebuild its empty arrays; one mechanism then saves and restores them all.
+    """
+
+    _KIND: str
+    _STATE: tuple[str, ...]
+
+    def _init_args(self) -> dict:
+        raise NotImplementedError
+
+    def _state(self) -> dict:
+        """The ``_STATE`` attributes and the generator state as a flat ``{key: array}`` dict."""
+        state = {}
+        for name in self._STATE:
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                state.update({f"{name}/{field}": array for field, array in value.items()})
+            elif value is not None:  # left out (ReplayBuffer's block not yet drawn): the constructor's None stands
+                state[name] = np.asarray(value)
+        # The state dict holds 128-bit integers: JSON keeps them exact without pickle.
+        state["rng"] = np.array(json.dumps(self.rng.bit_generator.state))
+        return state
+
+    @classmethod
+    def _from_state(cls, args: dict, state: dict):
+        """A buffer built from ``args`` whose ``_STATE`` attributes and generator are then set from ``state``."""
+        buffer = cls(**args)
+
+        def restored(key, current):
+            value = state[key]
+            if isinstance(current, np.ndarray) and (value.shape, value.dtype) != (current.shape, current.dtype):
+                raise ValueError(f"Saved {key} is {value.dtype}{value.shape}, expected {current.dtype}{current.shape}.")
+            # Counters come back as the Python ints the buffer keeps; arrays as loaded, never copied again.
+            return value.item() if value.ndim == 0 else value
+
+        for name in cls._STATE:
+            current = getattr(buffer, name)
+            if isinstance(current, dict):
+                for field in current:
+                    current[field] = restored(f"{name}/{field}", current[field])
+            elif name in state:
+                setattr(buffer, name, restored(name, current))
+        buffer.rng.bit_generator.state = json.loads(state["rng"].item())
+        return buffer
+
+
+def _fields(data: dict, axes: int) -> dict:
+    """JSON-able ``{name: (shape, dtype)}`` of one transition, from arrays with ``axes`` leading axes."""
+    return {name: (list(array.shape[axes:]), array.dtype.str) for name, array in data.items()}
+
+
+class ReplayBuffer(_Saveable):
     """A fixed-size ring buffer of transitions, sampled uniformly.
 
     Each field is one preallocated NumPy array; ``add`` writes a batch of
@@ -25,6 +84,9 @@ class ReplayBuffer:
         (2, (8, 4))
     """
 
+    _KIND = "uniform"
+    _STATE = ("data", "position", "size", "_random", "_next")
+
     def __init__(self, capacity: int, fields: dict, seed: int | None = None):
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}.")
@@ -35,6 +97,10 @@ class ReplayBuffer:
         self.rng = np.random.default_rng(seed)
         self._random = None  # a block of random integers for sampling
         self._next = 0
+
+    def _init_args(self) -> dict:
+        # No seed: the saved generator state replaces the seeded one.
+        return {"capacity": self.capacity, "fields": _fields(self.data, 1)}
 
     def __len__(self) -> int:
         return self.size
@@ -76,7 +142,7 @@ class ReplayBuffer:
         return self._random[start : self._next] % self.size
 
 
-class FrameReplayBuffer:
+class FrameReplayBuffer(_Saveable):
     """Replay for stacked-frame observations that stores each frame once.
 
     A stacked observation ``(H, W, C)`` shares ``C - 1`` frames with the next
@@ -122,6 +188,10 @@ class FrameReplayBuffer:
         (2, 84, 84, 4)
     """
 
+    _KIND = "frames"
+    _STATE = ("frames", "frames_written", "obs_slots", "next_slots", "oldest", "action", "reward", "terminated")
+    _STATE += ("position", "size", "_last_frames", "_last_obs", "_open")  # and each env's episode so far
+
     def __init__(
         self,
         capacity: int,
@@ -162,6 +232,17 @@ class FrameReplayBuffer:
         self._last_frames = np.zeros((num_envs, self.stack), dtype=np.int64)
         self._last_obs = np.zeros((num_envs, *self.frame_shape, self.stack), dtype=self.frames.dtype)
         self._open = np.zeros(num_envs, dtype=bool)
+
+    def _init_args(self) -> dict:
+        # The current num_envs (an add of another size changes it), so the per-env arrays have the saved shapes.
+        return {
+            "capacity": self.capacity,
+            "frame_shape": list(self.frame_shape),
+            "stack": self.stack,
+            "num_envs": self.num_envs,
+            "frame_capacity": self.frame_capacity,
+            "dtype": self.frames.dtype.str,
+        }
 
     def __len__(self) -> int:
         return self.size
@@ -302,7 +383,7 @@ class FrameReplayBuffer:
         return out
 
 
-class SequenceReplayBuffer:
+class SequenceReplayBuffer(_Saveable):
     """Replay of sequences of consecutive transitions, for recurrent Q-networks (DRQN).
 
     Each env slot of a vector env keeps its own ring, in order, so a sampled
@@ -324,6 +405,9 @@ class SequenceReplayBuffer:
         seed: seed of the sampling generator.
     """
 
+    _KIND = "sequence"
+    _STATE = ("data", "position", "sizes")
+
     def __init__(self, capacity: int, num_envs: int, length: int, fields: dict, seed: int | None = None):
         if length < 1:
             raise ValueError(f"length must be >= 1, got {length}.")
@@ -335,6 +419,16 @@ class SequenceReplayBuffer:
         self.position = np.zeros(num_envs, np.int64)
         self.sizes = np.zeros(num_envs, np.int64)
         self.rng = np.random.default_rng(seed)
+
+    def _init_args(self) -> dict:
+        num_envs = len(self.sizes)
+        # capacity = per_env * num_envs gives back per_env exactly.
+        return {
+            "capacity": self.per_env * num_envs,
+            "num_envs": num_envs,
+            "length": self.length,
+            "fields": _fields(self.data, 2),
+        }
 
     def __len__(self) -> int:
         return int(self.sizes.sum())
@@ -368,3 +462,40 @@ class SequenceReplayBuffer:
             [np.ones((batch_size, 1), np.float32), np.cumprod(1.0 - done[:, :-1], axis=1)], axis=1
         ).astype(np.float32)
         return batch
+
+
+_KINDS = {cls._KIND: cls for cls in (ReplayBuffer, FrameReplayBuffer, SequenceReplayBuffer)}
+
+
+def save_buffer(buffer, path) -> None:
+    """Writes a replay buffer, contents and sampling state, to one ``.npz`` file.
+
+    The file holds only arrays and strings (no pickle), so ``np.load(path, allow_pickle=False)`` reads it.
+
+    Args:
+        buffer: a ``ReplayBuffer``, ``FrameReplayBuffer`` or ``SequenceReplayBuffer``.
+        path: file to write; ``np.savez`` appends ``.npz`` if the name lacks it.
+    """
+    args = json.dumps(buffer._init_args())
+    np.savez(path, kind=np.array(buffer._KIND), args=np.array(args), **buffer._state())
+
+
+def load_buffer(path):
+    """Reads a buffer written by ``save_buffer``.
+
+    Args:
+        path: the ``.npz`` file.
+
+    Returns:
+        A buffer of the saved class equal to the saved one in every array, counter and generator state: its
+        ``sample`` and ``add`` calls go on exactly as the saved buffer's would have.
+
+    Raises:
+        ValueError: if the file's buffer kind is unknown, or an array has the wrong shape or dtype.
+    """
+    with np.load(path, allow_pickle=False) as file:
+        state = {key: file[key] for key in file.files}
+    kind = state.pop("kind").item()
+    if kind not in _KINDS:
+        raise ValueError(f"Unknown replay buffer kind {kind!r} in {path}; expected one of {sorted(_KINDS)}.")
+    return _KINDS[kind]._from_state(json.loads(state.pop("args").item()), state)
