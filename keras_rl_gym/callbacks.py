@@ -4,8 +4,18 @@ They are ``keras.callbacks.Callback``s with three RL hooks added, which
 ``fit`` calls on any callback that defines them:
 
 * ``on_episode_end(episode, logs)``: ``logs`` has ``episode_return``, ``episode_length``, ``env_steps``;
-* ``on_progress(step, logs)``: during ``fit``, about 20 times a second and at the last step;
-* ``on_fit_error(error)``: before ``fit`` raises, e.g. on a non-finite loss.
+* ``on_progress(step, logs)``: during ``fit``, about 20 times a second, at the last step, and
+  at the first step at or past a callback's ``due_step`` attribute (how :class:`Checkpoint`
+  saves every N env steps exactly);
+* ``on_fit_error(error, logs)``: before ``fit`` raises on any error or interrupt (an env
+  error, ``KeyboardInterrupt``, a failing callback, a non-finite loss). ``logs`` are the
+  partial interval's, up to the failing step, plus ``checkpoint_path``: where ``fit``
+  saved the agent (``None`` if it could not).
+
+Keras's own callbacks work too: ``fit`` calls ``on_train_begin``/``end``, ``on_epoch_begin``/``end``
+(one epoch per ``log_every`` env steps) and ``on_train_batch_end`` (one batch per update), so
+``keras.callbacks.ModelCheckpoint(save_freq=N)`` saves every N *updates*, while
+:class:`Checkpoint` saves every N *env steps*.
 """
 
 from __future__ import annotations
@@ -126,15 +136,17 @@ class MLflowLogger(keras.callbacks.Callback):
         import mlflow
 
         mlflow.set_tracking_uri(tracking_uri(self.uri))
+        self._pending = []
+        self.curve = []
         if mlflow.active_run() is None:
             mlflow.set_experiment(self.experiment_name)
             mlflow.start_run(run_name=self.run_name)
             self._started = True
         run = mlflow.active_run()
+        self.client = mlflow.MlflowClient()
         if self.run_id == run.info.run_id:
             return  # a second fit into the same run: params are logged already
         self.run_id = run.info.run_id
-        self.client = mlflow.MlflowClient()
         config = self.model.get_config()
         params = {f"agent.{k}": _param_value(v) for k, v in config.items() if not k.endswith("_space")}
         params["agent.class"] = type(self.model).__name__
@@ -144,7 +156,12 @@ class MLflowLogger(keras.callbacks.Callback):
         params.update({f"fit.{k}": _param_value(v) for k, v in self.params.items()})
         params.update({k: _param_value(v) for k, v in self.extra_params.items()})
         params.update(_versions())
-        mlflow.log_params(params)
+        # A run this logger joined (the user's, or one an earlier fit left open) may
+        # hold some of these params already; MLflow refuses to change a param.
+        logged = run.data.params
+        params = {k: v for k, v in params.items() if k not in logged}
+        if params:
+            mlflow.log_params(params)
         mlflow.set_tag("backend", keras.backend.backend())
         mlflow.set_tag("agent", type(self.model).__name__)
 
@@ -170,15 +187,17 @@ class MLflowLogger(keras.callbacks.Callback):
         self.curve.append((step, logs["episode_return"]))
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        step = logs.get("env_steps", epoch)
+        self._queue_interval(logs or {})
+        self._flush()
+
+    def _queue_interval(self, logs: dict):
+        step = logs.get("env_steps", 0)
         for key, value in logs.items():
-            if key in ("env_steps", "episode_return", "episode_length"):
+            if key in ("env_steps", "episode_return", "episode_length") or not isinstance(value, (int, float)):
                 continue
             self._queue(key, value, step)
         if "episode_return" in logs:
             self._queue("interval_mean_return", logs["episode_return"], step)
-        self._flush()
 
     def on_train_end(self, logs=None):
         import mlflow
@@ -191,15 +210,22 @@ class MLflowLogger(keras.callbacks.Callback):
         if self.end_run:
             self.end()
 
-    def on_fit_error(self, error):
-        import mlflow
-
+    def on_fit_error(self, error, logs=None):
+        """Keeps everything: queued metrics and the partial interval up to the failing step, the
+        learning curve, the error as a tag, the saved agent as a ``checkpoint/`` artifact. Ends a
+        run this logger started as ``KILLED`` for an interrupt, ``FAILED`` for an error."""
+        logs = logs or {}
+        if self.run_id is None:
+            return  # fit failed before on_train_begin: nothing was logged
+        self._queue_interval(logs)
         self._flush()
-        mlflow.set_tag("error", str(error)[:5000])
-        path = getattr(error, "checkpoint_path", None)
-        if path:
-            mlflow.log_artifact(path, artifact_path="checkpoint")
-        self.end(status="FAILED")
+        self.client.set_tag(self.run_id, "error", f"{type(error).__name__}: {error}"[:5000])
+        if self.curve:
+            self.client.log_figure(self.run_id, self._learning_curve(), "learning_curve.png")
+        path = logs.get("checkpoint_path")
+        if path and os.path.exists(path):
+            self.client.log_artifact(self.run_id, path, artifact_path="checkpoint")
+        self.end(status="KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
 
     def log_evaluation(self, evaluation: dict, step: int | None = None):
         """Logs an ``Agent.evaluate`` result as ``eval_*`` metrics."""
@@ -212,7 +238,7 @@ class MLflowLogger(keras.callbacks.Callback):
         """Ends the run if this callback started it."""
         import mlflow
 
-        if self._started and mlflow.active_run() is not None:
+        if self._started and mlflow.active_run() is not None and mlflow.active_run().info.run_id == self.run_id:
             mlflow.end_run(status=status)
         self._started = False
 
@@ -267,6 +293,9 @@ class EvaluationCallback(keras.callbacks.Callback):
         video: record the first episode of each evaluation.
         video_dir: where videos are written before upload (a temporary folder by default).
         seed: seed of each evaluation's first reset.
+        save_best: a ``.keras`` path: after each evaluation whose mean return beats every
+            earlier one, the agent is saved there (and logged to MLflow under ``best/``
+            when a run is active), as SB3's ``EvalCallback(best_model_save_path=...)``.
 
     Example:
         >>> evaluation = EvaluationCallback(lambda: gym.make("CartPole-v1", render_mode="rgb_array"), every=10_000,
@@ -283,6 +312,7 @@ class EvaluationCallback(keras.callbacks.Callback):
         video: bool = False,
         video_dir: str | None = None,
         seed: int = 10_000,
+        save_best: str | None = None,
     ):
         super().__init__()
         if int(every) < 1 or int(episodes) < 1:
@@ -293,6 +323,8 @@ class EvaluationCallback(keras.callbacks.Callback):
         self.video = bool(video)
         self.video_dir = video_dir
         self.seed = seed
+        self.save_best = None if save_best is None else os.fspath(save_best)
+        self.best_mean_return = -math.inf
         self.history = []
         self.videos = []
 
@@ -342,19 +374,110 @@ class EvaluationCallback(keras.callbacks.Callback):
             env.close()
         self.history.append((step, result))
         self._log(result, step, folder)
+        if self.save_best and result["mean_return"] > self.best_mean_return:
+            self.best_mean_return = result["mean_return"]
+            self.model.save(self.save_best)
+            if self._run_id is not None:
+                mlflow_client().log_artifact(self._run_id, self.save_best, artifact_path="best")
         return result
 
     def _log(self, result, step, folder):
-        import mlflow
-
         if folder is not None:
             self.videos.extend(sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".mp4")))
         self._remember_run()
         if self._run_id is None:
             return
-        client = mlflow.MlflowClient()
+        client = mlflow_client()
         for key, value in result.items():
             if isinstance(value, (int, float)):
                 client.log_metric(self._run_id, f"eval_{key}", value, step=step)
         if folder is not None:
             client.log_artifacts(self._run_id, folder, artifact_path=f"videos/step_{step}")
+
+
+def mlflow_client():
+    import mlflow
+
+    return mlflow.MlflowClient()
+
+
+def _active_run_id() -> str | None:
+    import mlflow
+
+    run = mlflow.active_run()
+    return None if run is None else run.info.run_id
+
+
+class Checkpoint(keras.callbacks.Callback):
+    """Saves the agent every ``every`` env steps, keeping the last ``keep`` files, as SB3's ``CheckpointCallback``.
+
+    Each file is a full ``.keras`` agent with its training state, so
+    ``keras.saving.load_model(path).fit(env, steps)`` resumes from it (``keras-rl-gym
+    train CONFIG --resume path`` on the command line). When an MLflow run is active
+    (e.g. :class:`MLflowLogger` earlier in the list), each file is also logged as an
+    artifact under ``checkpoints/``; MLflow keeps every one, the disk only the last ``keep``.
+    Saves happen at the exact env step (``due_step``), not at the next log interval.
+    Keras's ``ModelCheckpoint(save_freq=N)`` works with ``fit`` too, and counts N updates.
+
+    Args:
+        directory: folder of the checkpoint files (created if missing).
+        every: env steps between saves.
+        keep: how many of the newest files to keep on disk (``None``: all).
+        save_replay: also store the replay buffer in each file (can be large).
+        prefix: file name prefix (defaults to the agent's name); files are ``{prefix}-{env_steps}.keras``.
+
+    Example:
+        >>> checkpoint = Checkpoint("checkpoints", every=10_000, keep=3)
+        >>> agent.fit(env, steps=50_000, callbacks=[MLflowLogger(), checkpoint])
+        >>> checkpoint.saved[-1]
+        'checkpoints/dqn_agent-50000.keras'
+    """
+
+    def __init__(
+        self,
+        directory: str = "checkpoints",
+        every: int = 10_000,
+        keep: int | None = 3,
+        *,
+        save_replay: bool = False,
+        prefix: str | None = None,
+    ):
+        super().__init__()
+        if int(every) < 1 or (keep is not None and int(keep) < 1):
+            raise ValueError(f"every and keep must be >= 1, got {every} and {keep}.")
+        self.directory = os.fspath(directory)
+        self.every = int(every)
+        self.keep = None if keep is None else int(keep)
+        self.save_replay = bool(save_replay)
+        self.prefix = prefix
+        self.saved = []
+        self.due_step = math.inf
+
+    def on_train_begin(self, logs=None):
+        self.due_step = (self.model.env_steps // self.every + 1) * self.every
+
+    def on_progress(self, step, logs):
+        if self.model.env_steps >= self.due_step:
+            self.save()
+            self.due_step = (self.model.env_steps // self.every + 1) * self.every
+
+    def on_train_end(self, logs=None):
+        self.due_step = math.inf
+
+    def on_fit_error(self, error, logs=None):
+        self.due_step = math.inf  # fit itself saves the agent on a failure
+
+    def save(self) -> str:
+        """Saves the agent now; returns the path."""
+        os.makedirs(self.directory, exist_ok=True)
+        path = os.path.join(self.directory, f"{self.prefix or self.model.name}-{self.model.env_steps}.keras")
+        self.model.save(path, save_replay=self.save_replay)
+        self.saved.append(path)
+        run_id = _active_run_id()
+        if run_id is not None:
+            mlflow_client().log_artifact(run_id, path, artifact_path="checkpoints")
+        while self.keep is not None and len(self.saved) > self.keep:
+            old = self.saved.pop(0)
+            if os.path.exists(old):
+                os.remove(old)
+        return path

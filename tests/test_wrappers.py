@@ -281,6 +281,7 @@ def test_dqn_replay_auto_picks_frame_replay_for_stacked_uint8_frames():
     cartpole = gym.make("CartPole-v1")
     agent = DQNAgent(cartpole.observation_space, cartpole.action_space, hidden_sizes=(8,), batch_size=4, seed=0)
     assert agent.get_config()["replay"] == "auto"
+    agent.total_steps = 100  # fit sets the horizon before _on_fit_begin
     agent._on_fit_begin(1, 100)
     assert isinstance(agent.buffer, ReplayBuffer)
     agent.buffer = None

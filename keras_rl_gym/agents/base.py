@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import signal
+import threading
 import time
+import warnings
 from collections import deque
 
 import gymnasium as gym
@@ -12,6 +16,7 @@ import keras
 import numpy as np
 
 from keras_rl_gym import backend as rl_backend
+from keras_rl_gym.loop import EpisodeLoop, as_vector_env
 from keras_rl_gym.spaces import same_space, space_from_config, space_to_config
 
 
@@ -33,40 +38,15 @@ class NonFiniteLossError(FloatingPointError):
         self.checkpoint_path = checkpoint_path
 
 
-def as_vector_env(env) -> gym.vector.VectorEnv:
-    """Returns ``env`` as a vector env: a one-env ``SyncVectorEnv`` for a plain env.
-
-    A string is made with ``gymnasium.make``. The wrapper is never closed by
-    keras-rl-gym, so the caller's env stays usable.
-    """
-    if isinstance(env, str):
-        env = gym.make(env)
-    if isinstance(env, gym.vector.VectorEnv):
-        return env
-    if isinstance(env, gym.Env):
-        return gym.vector.SyncVectorEnv([lambda: env])
-    raise TypeError(f"Expected a gymnasium.Env, a gymnasium.vector.VectorEnv or an env id, got {type(env).__name__}.")
-
-
 def _env_id(venv) -> str | None:
     spec = venv.spec or getattr(getattr(venv, "envs", [None])[0], "spec", None)
     return getattr(spec, "id", None)
 
 
-def _autoreset_mode(venv) -> str:
-    mode = venv.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
-    mode = getattr(mode, "value", mode)
-    if mode not in ("NextStep", "SameStep"):
-        raise ValueError(
-            f"Vector env autoreset mode {mode!r} is not supported; use NEXT_STEP (the default) or SAME_STEP."
-        )
-    return mode
-
-
-def _check_steps(steps) -> int:
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps <= 0:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}.")
-    return int(steps)
+def _check_positive(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    return int(value)
 
 
 class _Callbacks:
@@ -74,7 +54,9 @@ class _Callbacks:
 
     Plain ``keras.callbacks.Callback``s work unchanged; the RL hooks
     (``on_episode_end``, ``on_progress``, ``on_fit_error``) are called only on
-    callbacks that define them.
+    callbacks that define them. ``on_train_batch_begin``/``end`` (one "batch"
+    per update, so Keras's ``ModelCheckpoint(save_freq=N)`` counts N updates)
+    go only to callbacks that override them: they run thousands of times a second.
     """
 
     def __init__(self, callbacks, agent, params):
@@ -82,6 +64,8 @@ class _Callbacks:
         for cb in self.callbacks:
             cb.set_model(agent)
             cb.set_params(params)
+        base = keras.callbacks.Callback
+        self.batch_end = [cb for cb in self.callbacks if type(cb).on_train_batch_end is not base.on_train_batch_end]
 
     def __call__(self, hook, *args, **kwargs):
         for cb in self.callbacks:
@@ -89,13 +73,115 @@ class _Callbacks:
             if method is not None:
                 method(*args, **kwargs)
 
+    def due_step(self) -> float:
+        """The earliest env step at which some callback asked for ``on_progress`` (its ``due_step``)."""
+        return min((getattr(cb, "due_step", math.inf) for cb in self.callbacks), default=math.inf)
 
-# Host-side counters and schedules change every env step; Keras's tracked
-# ``Layer.__setattr__`` costs ~14 us a call, which these types do not need.
+    def fit_error(self, error, logs) -> None:
+        # Every callback hears of the error, even when one of them fails in turn.
+        for cb in self.callbacks:
+            method = getattr(cb, "on_fit_error", None)
+            if method is None:
+                continue
+            try:
+                method(error, logs)
+            except Exception as cb_error:  # noqa: BLE001 - the original error is the one to raise
+                warnings.warn(f"{type(cb).__name__}.on_fit_error failed: {cb_error!r}", stacklevel=3)
+
+
+class _Interval:
+    """What ``fit`` gathers between two logs: episode returns and lengths, update metrics."""
+
+    def __init__(self, agent, start_step: int):
+        self.agent = agent
+        self.recent_returns = deque(maxlen=100)
+        self.returns, self.lengths, self.metrics = [], [], {}
+        self.time, self.step = time.perf_counter(), start_step
+
+    def add_game(self, ret: float, length: int) -> None:
+        self.returns.append(ret)
+        self.lengths.append(length)
+        self.recent_returns.append(ret)
+
+    def add_metrics(self, metrics: dict) -> None:
+        for key, value in metrics.items():
+            self.metrics.setdefault(key, []).append(value)
+
+    def logs(self) -> dict:
+        """The interval's logs (means), as ``on_epoch_end`` gets them."""
+        agent = self.agent
+        logs = {"env_steps": float(agent.env_steps), "episodes": float(agent.episodes)}
+        if self.returns:
+            logs["episode_return"] = float(np.mean(self.returns))
+            logs["episode_length"] = float(np.mean(self.lengths))
+        for key, values in self.metrics.items():
+            logs[key] = float(np.mean(values))
+        logs.update(agent._log_values())
+        logs["steps_per_second"] = (agent.env_steps - self.step) / max(time.perf_counter() - self.time, 1e-9)
+        return logs
+
+    def restart(self) -> None:
+        self.returns, self.lengths, self.metrics = [], [], {}
+        self.time, self.step = time.perf_counter(), self.agent.env_steps
+
+    def recent_return(self) -> float:
+        return float(np.mean(self.recent_returns)) if self.recent_returns else math.nan
+
+
+class _DeferredSignals:
+    """Holds SIGINT (and SIGTERM, when a Python handler is set) until the loop reaches a safe point.
+
+    A ``KeyboardInterrupt`` raised between two bytecodes of an update can
+    leave a backend's held state half-swapped (JAX donates the old buffers), and
+    then nothing good could be saved. Inside ``fit`` the first such signal only
+    sets a flag; the loop calls the original handler at the top of its next
+    step, where every variable is consistent. A second signal is not deferred:
+    Ctrl-C twice stops at once. Outside the main thread nothing is deferred.
+    """
+
+    SIGNALS = ("SIGINT", "SIGTERM")
+
+    def __init__(self):
+        self.pending = None
+        self.saved = {}
+
+    def __enter__(self):
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        for name in self.SIGNALS:
+            signum = getattr(signal, name, None)
+            handler = signal.getsignal(signum) if signum is not None else None
+            if callable(handler):  # a Python handler, which raises (SIG_DFL/SIG_IGN are left alone)
+                self.saved[signum] = handler
+                signal.signal(signum, self._defer)
+        return self
+
+    def _defer(self, signum, frame):
+        if self.pending is not None:
+            self.saved[signum](signum, frame)  # the second signal: stop now
+        self.pending = (signum, frame)
+
+    def check(self) -> None:
+        """Runs the original handler of a deferred signal (it raises), here and now."""
+        if self.pending is not None:
+            (signum, frame), self.pending = self.pending, None
+            self.saved[signum](signum, frame)
+
+    def __exit__(self, *exc):
+        for signum, handler in self.saved.items():
+            signal.signal(signum, handler)
+        return False
+
+
 # Seconds between ``on_progress`` calls.
 PROGRESS_INTERVAL = 0.05
 
+# Host-side counters and schedules change every env step; Keras's tracked
+# ``Layer.__setattr__`` costs ~14 us a call, which these types do not need.
 _UNTRACKED = (bool, int, float, type(None), np.integer, np.floating, np.bool_, np.ndarray)
+
+TRAINING_STATE_FILE = "training_state.json"
+REPLAY_FILE = "replay.npz"
 
 
 class Agent(keras.Model):
@@ -132,12 +218,18 @@ class Agent(keras.Model):
             keras.utils.set_random_seed(seed)
         self.rng = np.random.default_rng(seed)
         self._runtime = None
+        # Training state, saved with the agent (see ``save``): a loaded agent resumes from it.
         self.env_steps = 0
         self.updates = 0
+        self.episodes = 0
+        self.total_steps = None  # the horizon schedules span; set by the first fit
+        self._state = None  # the acting state carried between steps (a recurrent net's h, c)
+        self._save_replay = False
+        self.last_checkpoint = None  # where the last failed fit saved the agent
 
     # Host-side attributes holding NumPy data in lists or dicts (rollouts in
     # progress...): Keras would wrap them in tracked containers.
-    _host_attributes = frozenset()
+    _host_attributes = frozenset({"_state"})
 
     def __setattr__(self, name, value):
         if name in self._host_attributes or (isinstance(value, _UNTRACKED) and name in self.__dict__):
@@ -219,21 +311,40 @@ class Agent(keras.Model):
         log_every: int = 1000,
         seed: int | None = None,
         checkpoint_path: str | None = None,
+        total_steps: int | None = None,
+        reset_num_steps: bool = False,
         **kwargs,
     ):
         """Trains the agent on ``env`` for ``steps`` environment steps.
+
+        A second ``fit`` (or one on a loaded agent) continues the first: the
+        counters (``env_steps``, ``updates``, ``episodes``) go on, and schedules
+        (epsilon, exploration noise, clip range) continue along the run's
+        horizon ``total_steps`` instead of starting again. The env is reset at
+        the start, with a seed that continues the run's seed stream.
+
+        Whatever stops ``fit`` early (an env error, ``KeyboardInterrupt``, a
+        failing callback, a non-finite loss) goes through one path: held
+        weights are written back, the agent is saved to ``checkpoint_path``,
+        every callback's ``on_fit_error(error, logs)`` hears of it with the
+        partial interval's logs, and the error is raised again.
 
         Args:
             env: a ``gymnasium.Env``, a ``gymnasium.vector.VectorEnv`` (N envs
                 stepped together; every sub-env step counts) or an env id.
             steps: number of environment transitions to train on.
             callbacks: ``keras.callbacks.Callback``s; keras-rl-gym's own also get
-                ``on_episode_end`` and ``on_progress``.
+                ``on_episode_end``, ``on_progress`` and ``on_fit_error``.
             verbose: 1 shows a progress bar, 0 is silent.
             log_every: env steps between logged intervals (one ``History`` entry each).
-            seed: seed of the env's first reset (defaults to the agent's seed).
-            checkpoint_path: where a non-finite loss saves the last finite
-                weights before ``fit`` raises; defaults to ``{name}-last-finite.keras``.
+            seed: seed of the env's reset (defaults to one derived from the
+                agent's seed and ``env_steps``: the agent's seed for a first fit).
+            checkpoint_path: where a failure saves the agent (its last finite
+                weights) before ``fit`` raises; defaults to ``{name}-last-finite.keras``.
+            total_steps: the horizon schedules span, saved with the agent;
+                defaults to the one saved, or to ``env_steps + steps`` for a first fit.
+            reset_num_steps: start the counters (env steps, episodes) and the
+                horizon afresh, as a new run; the weights and optimizer are kept.
 
         Returns:
             A ``keras.callbacks.History`` whose ``history`` maps each logged
@@ -250,12 +361,19 @@ class Agent(keras.Model):
             )
         if kwargs:
             raise TypeError(f"Unknown argument(s) to fit: {sorted(kwargs)}.")
-        steps = _check_steps(steps)
-        venv = as_vector_env(env)
-        self._check_env(venv)
-        mode = _autoreset_mode(venv)
-        n = venv.num_envs
-        seed = self.seed if seed is None else seed
+        steps = _check_positive("steps", steps)
+        log_every = _check_positive("log_every", log_every)
+        loop = EpisodeLoop(as_vector_env(env))
+        self._check_env(loop.venv)
+        if reset_num_steps:
+            self.env_steps, self.episodes, self.total_steps = 0, 0, None
+        if total_steps is not None:
+            self.total_steps = _check_positive("total_steps", total_steps)
+        elif self.total_steps is None:
+            self.total_steps = self.env_steps + steps
+        n, start, end = loop.num_envs, self.env_steps, self.env_steps + steps
+        seed = self._reset_seed() if seed is None else seed
+        checkpoint_path = os.fspath(checkpoint_path or f"{self.name}-last-finite.keras")
 
         history = keras.callbacks.History()
         cbs = [history, *(callbacks or [])]
@@ -263,134 +381,83 @@ class Agent(keras.Model):
             from keras_rl_gym.callbacks import ProgressBar
 
             cbs.append(ProgressBar())
-        params = {"steps": steps, "num_envs": n, "env_id": _env_id(venv), "seed": seed, "log_every": log_every}
+        params = {"steps": steps, "num_envs": n, "env_id": _env_id(loop.venv), "seed": seed, "log_every": log_every}
         cbs = _Callbacks(cbs, self, params)
-
+        interval = _Interval(self, start)
         self.stop_training = False
-        self._on_fit_begin(n, steps)
-        self._reset_policy_state(n)
-        runtime = self.runtime
-        runtime.hold(steps)
+        self.last_checkpoint = None
 
-        obs, _ = venv.reset(seed=seed)
-        episode_return = np.zeros(n)
-        episode_length = np.zeros(n, dtype=np.int64)
-        prev_done = np.zeros(n, dtype=bool)
-        recent_returns = deque(maxlen=100)
-        interval = {"returns": [], "lengths": [], "metrics": {}}
-        episodes = 0
-        start_step = self.env_steps
-        step = 0
-        epoch = 0
-        next_log = log_every
-        t_interval = time.perf_counter()
-        next_progress = t_interval
-        steps_at_interval = 0
-        logs = {}
-
-        def flush_interval():
-            nonlocal t_interval, steps_at_interval, epoch, logs
-            now = time.perf_counter()
-            logs = {"env_steps": float(self.env_steps), "episodes": float(episodes)}
-            if interval["returns"]:
-                logs["episode_return"] = float(np.mean(interval["returns"]))
-                logs["episode_length"] = float(np.mean(interval["lengths"]))
-            for key, values in interval["metrics"].items():
-                logs[key] = float(np.mean(values))
-            logs.update(self._log_values())
-            logs["steps_per_second"] = (step - steps_at_interval) / max(now - t_interval, 1e-9)
-            cbs("on_epoch_end", epoch, logs)
-            epoch += 1
-            t_interval, steps_at_interval = now, step
-            interval["returns"].clear()
-            interval["lengths"].clear()
-            interval["metrics"].clear()
-
-        cbs("on_train_begin")
-        try:
-            while step < steps and not self.stop_training:
-                actions = self._explore(obs, self.env_steps)
-                next_obs, reward, terminated, truncated, info = venv.step(actions)
-                terminated = np.asarray(terminated, dtype=bool)
-                truncated = np.asarray(truncated, dtype=bool)
-                done = terminated | truncated
-                if mode == "SameStep":
-                    # The returned obs of a finished env is already the next
-                    # episode's first one; the true last obs is in info.
-                    valid = np.ones(n, dtype=bool)
-                    final_next = next_obs.copy()
-                    for i in np.flatnonzero(done):
-                        final_next[i] = info["final_obs"][i]
-                else:
-                    # NEXT_STEP: the step after an episode ends only resets that
-                    # env (its action is ignored), so it is not a transition.
-                    valid = ~prev_done
-                    final_next = next_obs
-                self._observe(obs, actions, reward, final_next, terminated, truncated, valid)
-
-                episode_return += np.where(valid, reward, 0.0)
-                episode_length += valid
-                ended = done & valid
-                if ended.any() and "life_loss" in info:
-                    # A life lost in an Atari game (EpisodicLifeEnv) is a terminal
-                    # for learning, not the end of the game that is logged.
-                    ended &= ~(np.asarray(info["_life_loss"], bool) & np.asarray(info["life_loss"], bool))
-                if ended.any():
-                    # RecordEpisodeStatistics reports the true (unclipped) return
-                    # when present; otherwise count it ourselves.
-                    stats = info.get("episode") if isinstance(info, dict) else None
-                    for i in np.flatnonzero(ended):
-                        if stats is not None and info.get("_episode", np.ones(n, bool))[i]:
-                            ret, length = float(stats["r"][i]), int(stats["l"][i])
-                        else:
-                            ret, length = float(episode_return[i]), int(episode_length[i])
-                        episodes += 1
-                        recent_returns.append(ret)
-                        interval["returns"].append(ret)
-                        interval["lengths"].append(length)
-                        cbs(
-                            "on_episode_end",
-                            episodes - 1,
-                            {"episode_return": ret, "episode_length": length, "env_steps": self.env_steps + 1},
-                        )
-                    episode_return[ended] = 0.0
-                    episode_length[ended] = 0
-                # Recurrent state restarts with each episode (and skips autoreset steps).
-                self._episode_ended(done | ~valid)
-                prev_done = done if mode == "NextStep" else np.zeros(n, dtype=bool)
-                obs = next_obs
-
-                n_valid = int(valid.sum())
-                step += n_valid
-                self.env_steps += n_valid
-                for metrics in self._train(self.env_steps, n_valid):
-                    self._check_finite(metrics, checkpoint_path, cbs)
-                    for key, value in metrics.items():
-                        interval["metrics"].setdefault(key, []).append(value)
-
-                if step >= next_log or step >= steps:
-                    flush_interval()
-                    next_log += log_every
-                # Progress goes out a few times a second, not every step: the
-                # mean over recent returns alone costs more than a CartPole step.
-                if n_valid and (step >= steps or time.perf_counter() >= next_progress):
-                    next_progress = time.perf_counter() + PROGRESS_INTERVAL
-                    cbs(
-                        "on_progress",
-                        step,
-                        {
-                            "episodes": episodes,
-                            "recent_return": float(np.mean(recent_returns)) if recent_returns else math.nan,
-                            "steps": steps,
-                        },
-                    )
-        except BaseException:
-            runtime.release()
-            raise
-        runtime.release()
-        logs = dict(logs, trained_steps=float(self.env_steps - start_step))
+        with _DeferredSignals() as signals:
+            try:
+                self._on_fit_begin(n, steps)
+                self._reset_policy_state(n)
+                self.runtime.hold(steps)
+                loop.reset(seed)
+                cbs("on_train_begin")
+                cbs("on_epoch_begin", 0)
+                epoch, next_log, next_progress, due = 0, start + log_every, 0.0, cbs.due_step()
+                while self.env_steps < end and not self.stop_training:
+                    signals.check()
+                    actions = self._explore(loop.obs, self.env_steps)
+                    t = loop.step(actions)
+                    self._observe(t.obs, actions, t.reward, t.next_obs, t.terminated, t.truncated, t.valid)
+                    self._episode_ended(t.restart)  # recurrent state restarts with each episode
+                    self.env_steps += t.n_valid
+                    for _, ret, length in t.games:
+                        self.episodes += 1
+                        interval.add_game(ret, length)
+                        game = {"episode_return": ret, "episode_length": length, "env_steps": self.env_steps}
+                        cbs("on_episode_end", self.episodes - 1, game)
+                    for metrics in self._train(self.env_steps, t.n_valid):
+                        self._check_finite(metrics, checkpoint_path)
+                        interval.add_metrics(metrics)
+                        for cb in cbs.batch_end:
+                            cb.on_train_batch_end(self.updates - 1, metrics)
+                    if self.env_steps >= next_log or self.env_steps >= end:
+                        cbs("on_epoch_end", epoch, interval.logs())
+                        interval.restart()
+                        epoch, next_log = epoch + 1, next_log + log_every
+                        cbs("on_epoch_begin", epoch)
+                    # Progress goes out a few times a second (and at steps callbacks
+                    # asked for), not every step: the mean of recent returns alone
+                    # costs more than a CartPole step.
+                    now = time.perf_counter()
+                    if t.n_valid and (now >= next_progress or self.env_steps >= due or self.env_steps >= end):
+                        next_progress = now + PROGRESS_INTERVAL
+                        progress = {"episodes": self.episodes, "recent_return": interval.recent_return()}
+                        cbs("on_progress", self.env_steps - start, dict(progress, steps=steps))
+                        due = cbs.due_step()
+                signals.check()
+            except BaseException as error:
+                self._fit_failed(error, cbs, interval.logs(), checkpoint_path)
+                raise
+        self.runtime.release()
+        logs = dict(interval.logs(), trained_steps=float(self.env_steps - start))
         cbs("on_train_end", logs)
         return history
+
+    def _reset_seed(self) -> int | None:
+        """The seed of ``fit``'s env reset: the agent's seed first, then new ones along the run.
+
+        Derived from ``(seed, env_steps)``, so a second ``fit``, in this process or
+        after loading, starts from new states, and the same ones every time.
+        """
+        if self.seed is None or self.env_steps == 0:
+            return self.seed
+        return int(np.random.SeedSequence([int(self.seed), int(self.env_steps)]).generate_state(1)[0] >> 1)
+
+    def _fit_failed(self, error, cbs, logs, checkpoint_path) -> None:
+        """The one path out of a ``fit`` that did not end: sync, save, tell every callback."""
+        try:
+            self.runtime.release()
+        except Exception as sync_error:  # noqa: BLE001
+            warnings.warn(f"Could not write the held weights back after {error!r}: {sync_error!r}", stacklevel=3)
+        try:
+            self.save(checkpoint_path)
+            self.last_checkpoint = checkpoint_path
+        except Exception as save_error:  # noqa: BLE001
+            warnings.warn(f"Could not save the agent to {checkpoint_path}: {save_error!r}", stacklevel=3)
+        cbs.fit_error(error, dict(logs, checkpoint_path=self.last_checkpoint))
 
     def _check_env(self, venv) -> None:
         if not same_space(venv.single_observation_space, self.observation_space):
@@ -403,42 +470,59 @@ class Agent(keras.Model):
                 f"The env's action space {venv.single_action_space} does not match the agent's {self.action_space}."
             )
 
-    def _check_finite(self, metrics: dict, checkpoint_path, cbs) -> None:
+    def _check_finite(self, metrics: dict, checkpoint_path: str) -> None:
         loss = metrics.get("loss", 0.0)
         if math.isfinite(loss):
             return
-        # The runtime skipped this update, so the weights are the last finite ones.
-        self.runtime.sync()
-        path = checkpoint_path or f"{self.name}-last-finite.keras"
-        self.save(path)
-        error = NonFiniteLossError(
+        # The runtime skipped this update, so the weights are the last finite ones;
+        # fit's failure path saves them.
+        raise NonFiniteLossError(
             f"Non-finite loss ({loss}) at env step {self.env_steps}: training stopped. "
-            f"The last finite weights were saved to {os.path.abspath(path)}. "
+            f"The last finite weights are saved to {os.path.abspath(checkpoint_path)}. "
             "Lower the learning rate, clip gradients or rewards, or check the env's rewards.",
-            checkpoint_path=path,
+            checkpoint_path=checkpoint_path,
         )
-        cbs("on_fit_error", error)
-        raise error
 
     # -- evaluation ------------------------------------------------------------
     def evaluate(self, env=None, episodes: int = 10, *, seed: int | None = None, **kwargs) -> dict:
-        """Runs the greedy policy for ``episodes`` full episodes.
+        """Runs the greedy policy for ``episodes`` whole episodes (games, on Atari).
+
+        Over a vector env of N envs, env ``i`` plays ``(episodes + i) // N`` of
+        them (as SB3's ``evaluate_policy``), so short episodes, which end
+        first, are not over-counted. Nothing of training is touched: counters,
+        random streams and the recurrent state ``fit`` carries stay as they were.
 
         Args:
             env: a ``gymnasium.Env``, vector env or env id.
             episodes: number of complete episodes to average over.
-            seed: seed of the first reset.
+            seed: seed of the reset.
 
         Returns:
             ``{"mean_return", "std_return", "mean_length", "returns"}``.
         """
         if kwargs:
             raise TypeError(f"Unknown argument(s) to evaluate: {sorted(kwargs)}.")
-        if not isinstance(episodes, (int, np.integer)) or episodes <= 0:
-            raise ValueError(f"episodes must be a positive integer, got {episodes!r}.")
-        venv = as_vector_env(env)
-        self._check_env(venv)
-        returns, lengths = self._run_episodes(venv, episodes, seed)
+        episodes = _check_positive("episodes", episodes)
+        loop = EpisodeLoop(as_vector_env(env))
+        self._check_env(loop.venv)
+        n = loop.num_envs
+        targets = np.array([(episodes + i) // n for i in range(n)])
+        counts = np.zeros(n, dtype=np.int64)
+        returns, lengths = [], []
+        saved_state = self._state
+        try:
+            self._reset_policy_state(n)
+            loop.reset(seed)
+            while (counts < targets).any():
+                t = loop.step(self._greedy(loop.obs))
+                self._episode_ended(t.restart)
+                for i, ret, length in t.games:
+                    if counts[i] < targets[i]:
+                        counts[i] += 1
+                        returns.append(ret)
+                        lengths.append(length)
+        finally:
+            self._state = saved_state
         return {
             "mean_return": float(np.mean(returns)),
             "std_return": float(np.std(returns)),
@@ -446,37 +530,8 @@ class Agent(keras.Model):
             "returns": [float(r) for r in returns],
         }
 
-    def _run_episodes(self, venv, episodes: int, seed):
-        n = venv.num_envs
-        mode = _autoreset_mode(venv)
-        obs, _ = venv.reset(seed=seed)
-        self._reset_policy_state(n)
-        ret = np.zeros(n)
-        length = np.zeros(n, dtype=np.int64)
-        prev_done = np.zeros(n, dtype=bool)
-        returns, lengths = [], []
-        while len(returns) < episodes:
-            obs, reward, terminated, truncated, info = venv.step(self._greedy(obs))
-            done = np.asarray(terminated) | np.asarray(truncated)
-            valid = ~prev_done
-            ret += np.where(valid, reward, 0.0)
-            length += valid
-            for i in np.flatnonzero(done & valid):
-                stats = info.get("episode")
-                if stats is not None and info.get("_episode", np.ones(n, bool))[i]:
-                    returns.append(float(stats["r"][i]))
-                    lengths.append(int(stats["l"][i]))
-                else:
-                    returns.append(float(ret[i]))
-                    lengths.append(int(length[i]))
-            ret[done] = 0.0
-            length[done] = 0
-            self._episode_ended(done | ~valid)
-            prev_done = done if mode == "NextStep" else np.zeros(n, dtype=bool)
-        return returns[:episodes], lengths[:episodes]
-
     def _reset_policy_state(self, num_envs: int) -> None:
-        """Resets recurrent state before evaluation; nothing for feed-forward agents."""
+        """Resets the acting state ``_state`` (recurrent h, c); nothing for feed-forward agents."""
 
     def _episode_ended(self, mask: np.ndarray) -> None:
         """Resets the recurrent state of the envs in ``mask``; nothing for feed-forward agents."""
@@ -495,7 +550,56 @@ class Agent(keras.Model):
     def from_config(cls, config):
         return cls(**config)
 
-    def save(self, filepath, *args, **kwargs):
-        """Saves the agent (config, weights, optimizer state) in the ``.keras`` format."""
+    def save(self, filepath, *args, save_replay: bool = False, **kwargs):
+        """Saves the agent in the ``.keras`` format: config, weights, optimizer state and training state.
+
+        The training state (``env_steps``, ``updates``, ``episodes``, the
+        horizon ``total_steps``, schedule positions and the exploration random
+        stream) lets ``keras.saving.load_model(path).fit(env, steps)`` continue
+        the run. ``save_replay=True`` also stores the replay buffer (off by
+        default: on Atari it can take gigabytes).
+        """
         self.sync_weights()
-        return super().save(filepath, *args, **kwargs)
+        self._save_replay = bool(save_replay)
+        try:
+            return super().save(filepath, *args, **kwargs)
+        finally:
+            self._save_replay = False
+
+    # Host attributes saved with the agent, besides the base counters and the random stream.
+    _saved_state = ()
+
+    def save_assets(self, dir_path):
+        """Keras's saving hook: writes the training state (and the replay, if asked) next to the weights."""
+        names = ("env_steps", "updates", "episodes", "total_steps", *self._saved_state)
+        state = {name: _json_number(getattr(self, name)) for name in names}
+        state["rng"] = self.rng.bit_generator.state
+        with open(os.path.join(dir_path, TRAINING_STATE_FILE), "w") as f:
+            json.dump(state, f)
+        buffer = getattr(self, "buffer", None)
+        if self._save_replay and buffer is not None:
+            from keras_rl_gym.buffers import save_buffer
+
+            save_buffer(buffer, os.path.join(dir_path, REPLAY_FILE))
+
+    def load_assets(self, dir_path):
+        """Keras's loading hook: restores what ``save_assets`` wrote."""
+        path = os.path.join(dir_path, TRAINING_STATE_FILE)
+        if not os.path.exists(path):
+            return  # saved before training state was kept: counters start at 0
+        with open(path) as f:
+            state = json.load(f)
+        self.rng.bit_generator.state = state.pop("rng")
+        for name, value in state.items():
+            setattr(self, name, value)
+        replay = os.path.join(dir_path, REPLAY_FILE)
+        if os.path.exists(replay):
+            from keras_rl_gym.buffers import load_buffer
+
+            self.buffer = load_buffer(replay)
+
+
+def _json_number(value):
+    if isinstance(value, (np.integer, np.floating, np.bool_)):
+        return value.item()
+    return value

@@ -65,7 +65,7 @@ class DDPGAgent(Agent):
             of the action half-range (0.1 on a ``[-2, 2]`` box is 0.2).
         noise_std_final: the standard deviation reached at the end of the annealing;
             ``None`` keeps ``noise_std`` constant.
-        exploration_fraction: fraction of ``fit``'s steps over which the noise anneals.
+        exploration_fraction: fraction of the run's horizon (``fit``'s ``total_steps``) over which the noise anneals.
         ou_theta: mean-reversion rate of the Ornstein-Uhlenbeck noise per step.
         max_grad_norm: clip each network's gradients to this global norm (``None``: no clipping).
         seed: random seed.
@@ -83,6 +83,8 @@ class DDPGAgent(Agent):
         Lillicrap et al., "Continuous control with deep reinforcement learning", ICLR 2016.
         Silver et al., "Deterministic Policy Gradient Algorithms", ICML 2014.
     """
+
+    _saved_state = ("current_noise_std", "_steps_since_train")
 
     def __init__(
         self,
@@ -186,6 +188,7 @@ class DDPGAgent(Agent):
         self.current_noise_std = self.noise_std
         self.buffer = None
         self._noise_fn = None
+        self._steps_since_train = 0  # env steps since the last round of updates
         self._ou_state = None
         self.built = True
 
@@ -283,11 +286,11 @@ class DDPGAgent(Agent):
                 seed=self.seed,
             )
         final = self.noise_std if self.noise_std_final is None else self.noise_std_final
-        schedule = schedules.linear_schedule(self.noise_std, final, int(self.exploration_fraction * steps))
-        start = self.env_steps
-        self._noise_fn = lambda step: schedule(step - start)
+        # The noise anneals over the first exploration_fraction of the run's horizon.
+        self._noise_fn = schedules.linear_schedule(
+            self.noise_std, final, int(self.exploration_fraction * self.total_steps)
+        )
         self._ou_state = np.zeros((num_envs, self.action_dim))
-        self._steps_since_train = 0
 
     def _explore(self, obs, step):
         n = len(obs)

@@ -62,7 +62,7 @@ class DQNAgent(Agent):
         target_update_every: env steps between target network updates.
         tau: target update rate; 1.0 copies the weights.
         epsilon_start, epsilon_final: exploration rate annealed between these.
-        exploration_fraction: fraction of ``fit``'s steps over which epsilon anneals.
+        exploration_fraction: fraction of the run's horizon (``fit``'s ``total_steps``) over which epsilon anneals.
         epsilon_schedule: ``"linear"`` or ``"exponential"``.
         max_grad_norm: clip gradients to this global norm (``None``: no clipping).
         seed: random seed.
@@ -82,6 +82,7 @@ class DQNAgent(Agent):
     """
 
     _host_attributes = frozenset({"_state"})
+    _saved_state = ("epsilon", "_steps_since_train", "_steps_since_target")
 
     def __init__(
         self,
@@ -201,6 +202,8 @@ class DQNAgent(Agent):
         self.epsilon = self.epsilon_start
         self.buffer = None
         self._epsilon_fn = None
+        self._steps_since_train = 0  # env steps since the last round of updates
+        self._steps_since_target = 0
         self.built = True
 
     # -- graph (keras.ops) ---------------------------------------------------------
@@ -322,14 +325,13 @@ class DQNAgent(Agent):
                 },
                 seed=self.seed,
             )
-        duration = int(self.exploration_fraction * steps)
-        start = self.env_steps
-        schedule = schedules.make_schedule(
-            self.epsilon_schedule, max(self.epsilon_start, 1e-8), max(self.epsilon_final, 1e-8), duration
+        # Epsilon anneals over the first exploration_fraction of the run's horizon.
+        self._epsilon_fn = schedules.make_schedule(
+            self.epsilon_schedule,
+            max(self.epsilon_start, 1e-8),
+            max(self.epsilon_final, 1e-8),
+            int(self.exploration_fraction * self.total_steps),
         )
-        self._epsilon_fn = lambda step: schedule(step - start)
-        self._steps_since_train = 0
-        self._steps_since_target = 0
 
     def _explore(self, obs, step):
         if self._epsilon_fn is not None:

@@ -285,7 +285,6 @@ class OnPolicyAgent(PolicyAgent):
                 "valid": ((), bool),
             },
         )
-        self._fit_start, self._fit_steps = self.env_steps, steps
 
     def _observe(self, obs, action, reward, next_obs, terminated, truncated, valid):
         final_values = self._final_values(next_obs, truncated, terminated)

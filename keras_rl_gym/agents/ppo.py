@@ -33,7 +33,7 @@ class PPOAgent(OnPolicyAgent):
         batch_size: transitions per minibatch.
         n_epochs: passes over each rollout.
         clip_range: the ratio clip ``eps``.
-        clip_range_final: if set, ``eps`` decays linearly to this over ``fit``.
+        clip_range_final: if set, ``eps`` decays linearly to this over the run's horizon (``fit``'s ``total_steps``).
         gae_lambda: GAE's lambda.
         normalize_advantage: standardize advantages within each minibatch.
         learning_rate, value_learning_rate, learning_rate_decay, max_grad_norm,
@@ -50,6 +50,8 @@ class PPOAgent(OnPolicyAgent):
         Schulman et al., "Proximal Policy Optimization Algorithms", 2017.
         Schulman et al., "High-Dimensional Continuous Control Using Generalized Advantage Estimation", ICLR 2016.
     """
+
+    _saved_state = ("current_clip_range",)
 
     def __init__(
         self,
@@ -111,7 +113,8 @@ class PPOAgent(OnPolicyAgent):
 
     def _learn(self, batch):
         if self.clip_range_final is not None:
-            progress = min((self.env_steps - self._fit_start) / max(self._fit_steps, 1), 1.0)
+            # The clip range decays linearly over the run's horizon.
+            progress = min(self.env_steps / self.total_steps, 1.0)
             self.current_clip_range = self.clip_range + progress * (self.clip_range_final - self.clip_range)
         size = len(batch["obs"])
         n_batches = -(-size // self.batch_size)

@@ -37,7 +37,7 @@ class QLearningAgent(Agent):
         alpha_decay: multiply ``alpha`` by this at the end of each episode.
         alpha_min: ``alpha`` never decays below this.
         epsilon_start, epsilon_final: exploration rate annealed between these.
-        exploration_fraction: fraction of ``fit``'s steps over which epsilon anneals.
+        exploration_fraction: fraction of the run's horizon (``fit``'s ``total_steps``) over which epsilon anneals.
         epsilon_schedule: ``"linear"`` or ``"exponential"``.
         initial_q: initial value of every entry.
         gamma: discount factor.
@@ -53,7 +53,8 @@ class QLearningAgent(Agent):
         Watkins, "Learning from Delayed Rewards", PhD thesis, 1989.
     """
 
-    _host_attributes = frozenset({"_batch"})
+    _host_attributes = frozenset({"_state", "_batch"})
+    _saved_state = ("epsilon", "current_alpha")
 
     def __init__(
         self,
@@ -133,14 +134,13 @@ class QLearningAgent(Agent):
 
     # -- host side (NumPy) ------------------------------------------------------------
     def _on_fit_begin(self, num_envs, steps):
-        start = self.env_steps
-        schedule = schedules.make_schedule(
+        # Epsilon anneals over the first exploration_fraction of the run's horizon.
+        self._epsilon_fn = schedules.make_schedule(
             self.epsilon_schedule,
             max(self.epsilon_start, 1e-8),
             max(self.epsilon_final, 1e-8),
-            int(self.exploration_fraction * steps),
+            int(self.exploration_fraction * self.total_steps),
         )
-        self._epsilon_fn = lambda step: schedule(step - start)
         self._batch = None
 
     def _explore(self, obs, step):

@@ -45,7 +45,7 @@ class ReinforceAgent(PolicyAgent):
         reinforcement learning", Machine Learning 1992.
     """
 
-    _host_attributes = frozenset({"_episodes", "_finished"})
+    _host_attributes = frozenset({"_state", "_episodes", "_finished"})
 
     def __init__(
         self,
