@@ -5,14 +5,23 @@ Examples::
     keras-rl-gym train configs/dqn-cartpole.json
     keras-rl-gym train --algo dqn --env CartPole-v1 --steps 20000
     keras-rl-gym train configs/dqn-cartpole.json --backend jax --no-mlflow
+    keras-rl-gym train configs/dqn-cartpole.json --resume dqn-cartpole-interrupted.keras
+
+Ctrl-C (SIGINT) and SIGTERM stop training the same way: the agent is saved
+(to ``--save``, else to ``<run name>-interrupted.keras``, named on stderr) and
+the MLflow run ends KILLED. Exit status: 0 on success, 1 on an error, 2 on a
+config error, 130 on SIGINT, 143 on SIGTERM (128 + the signal's number).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,9 +37,45 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--backend", choices=["tensorflow", "jax", "torch"], help="Keras backend (else $KERAS_BACKEND)")
     train.add_argument("--experiment", help="MLflow experiment name")
     train.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
-    train.add_argument("--save", help="save the trained agent to this .keras path")
+    train.add_argument("--save", help="save the trained agent to this .keras path (also when training stops early)")
+    train.add_argument(
+        "--resume", metavar="AGENT", help="continue training this saved .keras agent up to the config's train.steps"
+    )
     train.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--debug", action="store_true", help="print the traceback of an error")
     return parser
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread when the process gets SIGTERM.
+
+    A ``KeyboardInterrupt``, so that training stops exactly as on Ctrl-C:
+    ``fit`` saves the agent and the MLflow run ends KILLED.
+    """
+
+    def __init__(self, signum: int = signal.SIGTERM):
+        super().__init__(f"terminated by {signal.Signals(signum).name}")
+        self.signum = int(signum)
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """SIGTERM raises :class:`Terminated`, SIGINT ``KeyboardInterrupt``; the old handlers come back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set in the main thread
+        return
+    # SIGINT too: a process started with SIGINT ignored (nohup, some job runners) would not stop on Ctrl-C.
+    handlers = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: _raise_terminated}
+    previous = {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def build_config(args) -> dict:
@@ -54,20 +99,51 @@ def build_config(args) -> dict:
     return config
 
 
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+def _report_saved(error: BaseException) -> None:
+    path = getattr(error, "checkpoint_path", None)
+    if path:
+        print(
+            f"keras-rl-gym: the agent was saved to {os.path.abspath(path)} (continue with --resume {path})",
+            file=sys.stderr,
+        )
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     if args.backend:
         # Must happen before Keras is imported.
         os.environ["KERAS_BACKEND"] = args.backend
-    from keras_rl_gym.callbacks import tracking_uri
-    from keras_rl_gym.config import ConfigError, run
+    from keras_rl_gym.config import ConfigError  # before any except clause can need it
 
-    try:
-        config = build_config(args)
-        agent, history, evaluation = run(config, verbose=0 if args.quiet else 1)
-    except ConfigError as error:
-        print(f"keras-rl-gym: config error: {error}", file=sys.stderr)
-        return 2
+    with stop_on_signals():
+        try:
+            # Keras is imported here, so a signal during its import already stops cleanly.
+            from keras_rl_gym.callbacks import tracking_uri
+            from keras_rl_gym.config import run
+
+            config = build_config(args)
+            agent, history, evaluation = run(config, verbose=0 if args.quiet else 1, resume=args.resume)
+        except ConfigError as error:
+            print(f"keras-rl-gym: config error: {error}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt as error:
+            signum = getattr(error, "signum", signal.SIGINT)
+            print(f"\nkeras-rl-gym: stopped by {signal.Signals(signum).name}", file=sys.stderr)
+            _report_saved(error)
+            return 128 + signum
+        except Exception as error:
+            if args.debug:
+                import traceback
+
+                traceback.print_exc()
+            print(f"keras-rl-gym: error: {_first_line(error)}", file=sys.stderr)
+            _report_saved(error)
+            return 1
     summary = {k: evaluation[k] for k in ("mean_return", "std_return", "mean_length")}
     print(f"\nEvaluation over {len(evaluation['returns'])} episodes: {json.dumps(summary)}")
     if config.get("train", {}).get("mlflow", True):

@@ -14,7 +14,8 @@ params, policy params, train params), with this package's names::
       "train": {"steps": 50000, "seed": 0, "eval_episodes": 10}
     }
 
-Every key is checked: a typo fails at once with an error that names it.
+Every key is checked: a typo fails at once with an error that names it, and so
+does a value that would otherwise fail only after training (``eval_episodes: 0``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import importlib
 import inspect
 import json
 import os
+import re
+import warnings
 from pathlib import Path
 
 import gymnasium as gym
@@ -73,7 +76,8 @@ TRAIN_KEYS = {"steps", "seed", "log_every", "eval_episodes", "mlflow", "experime
 
 
 class ConfigError(ValueError):
-    """A run config names an unknown key, algorithm or wrapper, or lacks a required one."""
+    """A run config names an unknown key, algorithm or wrapper, lacks a required one or has a bad value;
+    or the agent to resume from does not fit it."""
 
 
 def _load_object(spec: str):
@@ -130,6 +134,9 @@ def validate_config(config: dict) -> dict:
         if key not in config:
             raise ConfigError(f"The config needs an {key!r} key.")
     cls = agent_class(config["algo"])
+    for key in ("agent", "train", "env_kwargs"):
+        if not isinstance(config.get(key, {}), dict):
+            raise ConfigError(f"{key} must be a mapping, got {type(config[key]).__name__}.")
     _unknown(config.get("agent", {}), agent_parameters(cls), f"agent ({cls.__name__})")
     _unknown(config.get("train", {}), TRAIN_KEYS, "train")
     for entry in config.get("wrappers", []):
@@ -141,10 +148,22 @@ def validate_config(config: dict) -> dict:
     mode = config.get("vectorization_mode", "sync")
     if mode not in ("sync", "async"):
         raise ConfigError(f"vectorization_mode must be 'sync' or 'async', got {mode!r}.")
-    steps = config.get("train", {}).get("steps", 1)
-    if not isinstance(steps, int) or steps <= 0:
-        raise ConfigError(f"train.steps must be a positive integer, got {steps!r}.")
+    train = config.get("train", {})
+    # Values that would otherwise fail only late: eval_episodes after the whole training.
+    _check_positive_int(train.get("steps", 1), "train.steps")
+    _check_positive_int(train.get("eval_episodes", 10), "train.eval_episodes")
+    _check_positive_int(train.get("log_every", 1000), "train.log_every")
+    _check_positive_int(config.get("num_envs", 1), "num_envs")
+    seed = train.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ConfigError(f"train.seed must be an integer or null, got {seed!r}.")
     return config
+
+
+def _check_positive_int(value, key: str) -> None:
+    # bool is an int in Python, but `eval_episodes: true` is a mistake.
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{key} must be a positive integer, got {value!r}.")
 
 
 def _wrap(env, wrappers):
@@ -187,48 +206,178 @@ def make_agent(config: dict, env):
     return cls(obs_space, act_space, **params)
 
 
-def run(config: dict, *, verbose: int = 1, callbacks=None):
+def failure_path(config: dict) -> str:
+    """Where ``run`` saves the agent when training fails or is interrupted.
+
+    ``train.save_path`` when the config has one, else
+    ``<run name, config name or algo-env>-interrupted.keras`` in the working directory.
+    """
+    train = config.get("train", {})
+    if train.get("save_path"):
+        return os.fspath(train["save_path"])
+    name = train.get("run_name") or config.get("name") or f"{config['algo']}-{config['env']}"
+    # Env ids such as ALE/Pong-v5 hold characters that do not belong in a file name.
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)) + "-interrupted.keras"
+
+
+def load_agent(path, config: dict, env):
+    """Loads a saved agent to resume ``config``'s training; checks its class and spaces against the config's."""
+    import keras
+
+    from keras_rl_gym.spaces import env_spaces
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ConfigError(f"The agent to resume from, {path}, does not exist.")
+    cls = agent_class(config["algo"])
+    try:
+        agent = keras.saving.load_model(path)
+    except Exception as error:
+        raise ConfigError(f"Cannot load the agent to resume from {path}: {error}") from error
+    if type(agent) is not cls:
+        raise ConfigError(
+            f"{path} holds a {type(agent).__name__}, but the config's algo {config['algo']!r} is a {cls.__name__}."
+        )
+    obs_space, act_space = env_spaces(env)
+    # Exact equality (Box bounds, Discrete start), not just shapes: a policy for other bounds is another policy.
+    for what, theirs, ours in (
+        ("observation", agent.observation_space, obs_space),
+        ("action", agent.action_space, act_space),
+    ):
+        if theirs != ours:
+            raise ConfigError(
+                f"The agent in {path} was trained on the {what} space {theirs}, "
+                f"but the config's env {config['env']!r} has {ours}."
+            )
+    return agent
+
+
+def run(config: dict, *, verbose: int = 1, callbacks=None, resume=None, checkpoint_path=None):
     """Trains the agent of ``config``, evaluates it and logs to MLflow when enabled.
 
-    Returns ``(agent, history, evaluation)``.
+    Every failure after the agent exists (an exception, ``KeyboardInterrupt``,
+    SIGTERM turned into one by the CLI) keeps the agent: ``fit`` saves it,
+    or ``run`` itself when the failure came after ``fit``, to ``checkpoint_path``;
+    the MLflow run ends ``FAILED``, or ``KILLED`` on a ``KeyboardInterrupt``,
+    never ``FINISHED``; and the error is re-raised with a ``checkpoint_path``
+    attribute naming the saved file (``None`` if saving failed too).
+
+    Args:
+        config: a run config (validated here).
+        verbose: 1 shows a progress bar, 0 is silent.
+        callbacks: more ``fit`` callbacks.
+        resume: a ``.keras`` agent to continue training (one a failed or
+            interrupted run saved, or a finished one): it trains on up to
+            ``train.steps`` env steps in all, with its own hyperparameters and
+            schedules; if it has reached them already, it is only evaluated.
+        checkpoint_path: where to save the agent on a failure; defaults to :func:`failure_path`.
+
+    Returns:
+        ``(agent, history, evaluation)``.
     """
+    import keras
+
     from keras_rl_gym.callbacks import MLflowLogger
 
     config = validate_config(config)
     train = config.get("train", {})
+    steps = train.get("steps", 50_000)
+    path = os.fspath(checkpoint_path or failure_path(config))
+    # A resumed fit derives its reset seed from the agent's seed and env steps: no replay of the first episodes.
+    seed = None if resume else train.get("seed")
     env = make_env(config)
-    agent = make_agent(config, env)
-    callbacks = list(callbacks or [])
-    logger = None
-    if train.get("mlflow", True):
-        logger = MLflowLogger(
-            experiment_name=train.get("experiment", "keras-rl-gym"),
-            run_name=train.get("run_name") or config.get("name"),
-            extra_params={"config." + k: v for k, v in _flatten(config).items()},
-            end_run=False,
-        )
-        callbacks.append(logger)
+    eval_env = None
     try:
-        history = agent.fit(
-            env,
-            steps=train.get("steps", 50_000),
-            callbacks=callbacks,
-            verbose=verbose,
-            log_every=train.get("log_every", 1000),
-            seed=train.get("seed"),
-        )
-        eval_env = make_env(config, num_envs=1, training=False)
-        evaluation = agent.evaluate(
-            eval_env, episodes=train.get("eval_episodes", 10), seed=(train.get("seed") or 0) + 10_000
-        )
+        if resume:
+            agent = load_agent(resume, config, env)
+        else:
+            agent = make_agent(config, env)
+        remaining = steps - agent.env_steps
+        if resume and verbose:
+            print(
+                f"Resuming {resume} at env step {agent.env_steps} of {steps}"
+                + (": nothing left to train, evaluating it." if remaining <= 0 else ".")
+            )
+        callbacks = list(callbacks or [])
+        logger = None
+        if train.get("mlflow", True) and remaining > 0:
+            extra = {"config." + k: v for k, v in _flatten(config).items()}
+            if resume:
+                extra.update(resumed_from=os.path.abspath(resume), resumed_at_env_step=agent.env_steps)
+            logger = MLflowLogger(
+                experiment_name=train.get("experiment", "keras-rl-gym"),
+                run_name=train.get("run_name") or config.get("name"),
+                extra_params=extra,
+                end_run=False,
+            )
+            callbacks.append(logger)
+        in_fit = True
+        try:
+            if remaining > 0:
+                history = agent.fit(
+                    env,
+                    steps=remaining,
+                    callbacks=callbacks,
+                    verbose=verbose,
+                    log_every=train.get("log_every", 1000),
+                    seed=seed,
+                    checkpoint_path=path,
+                    # The horizon schedules span: the whole run's, also when this fit is its second part.
+                    total_steps=steps,
+                )
+            else:
+                history = keras.callbacks.History()
+            in_fit = False
+            eval_env = make_env(config, num_envs=1, training=False)
+            evaluation = agent.evaluate(
+                eval_env, episodes=train.get("eval_episodes", 10), seed=(train.get("seed") or 0) + 10_000
+            )
+            if logger is not None:
+                logger.log_evaluation(evaluation)
+            if train.get("save_path"):
+                agent.save(os.fspath(train["save_path"]))
+        except BaseException as error:
+            _keep_failed_run(error, agent, logger, path, in_fit)
+            raise
         if logger is not None:
-            logger.log_evaluation(evaluation)
-        if train.get("save_path"):
-            agent.save(os.fspath(train["save_path"]))
+            logger.end(status="FINISHED")
     finally:
-        if logger is not None:
-            logger.end()
+        for e in (env, eval_env):
+            if e is not None:
+                e.close()
     return agent, history, evaluation
+
+
+def _keep_failed_run(error: BaseException, agent, logger, path: str, in_fit: bool) -> None:
+    """Saves the agent unless ``fit`` did, and ends the MLflow run FAILED or KILLED.
+
+    Nothing here may hide ``error``: each step that fails only warns.
+    """
+    # fit saves on a failure inside its loop; a failure before that loop, or after fit, is saved here.
+    saved = getattr(agent, "last_checkpoint", None) if in_fit else None
+    if saved is None:
+        try:
+            agent.save(path)
+            saved = path
+        except Exception as save_error:
+            warnings.warn(f"Could not save the agent to {path}: {save_error}", stacklevel=3)
+    if logger is not None and logger.run_id is not None:
+        status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+        try:
+            client = logger.client
+            if client.get_run(logger.run_id).info.status == "RUNNING":
+                # Still open: no on_fit_error heard this failure (it came after fit): record it as that would.
+                client.set_tag(logger.run_id, "error", (f"{type(error).__name__}: {error}")[:5000])
+                if saved is not None:
+                    client.log_artifact(logger.run_id, saved, artifact_path="checkpoint")
+            # A no-op when on_fit_error has ended the run already.
+            logger.end(status=status)
+        except Exception as mlflow_error:
+            warnings.warn(f"Could not end the MLflow run {logger.run_id} {status}: {mlflow_error}", stacklevel=3)
+    try:
+        error.checkpoint_path = saved
+    except AttributeError:
+        pass
 
 
 def _flatten(config: dict, prefix: str = "") -> dict:
