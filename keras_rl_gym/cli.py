@@ -116,21 +116,21 @@ def _report_saved(error: BaseException) -> None:
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     if args.backend:
+        keras = sys.modules.get("keras")
+        if keras is not None and keras.backend.backend() != args.backend:
+            # Importing the package imports Keras: too late to pick a backend, and training on another is wrong.
+            print(
+                f"keras-rl-gym: config error: --backend {args.backend}: Keras is loaded already, with the "
+                f"{keras.backend.backend()} backend; set KERAS_BACKEND={args.backend} before starting instead.",
+                file=sys.stderr,
+            )
+            return 2
         # Must happen before Keras is imported.
         os.environ["KERAS_BACKEND"] = args.backend
-    from keras_rl_gym.config import ConfigError  # before any except clause can need it
-
+    # Handlers first: a signal while config, MLflow and Keras load (if the package has not loaded them) stops cleanly.
     with stop_on_signals():
         try:
-            # Keras is imported here, so a signal during its import already stops cleanly.
-            from keras_rl_gym.callbacks import tracking_uri
-            from keras_rl_gym.config import run
-
-            config = build_config(args)
-            agent, history, evaluation = run(config, verbose=0 if args.quiet else 1, resume=args.resume)
-        except ConfigError as error:
-            print(f"keras-rl-gym: config error: {error}", file=sys.stderr)
-            return 2
+            return _train(args)
         except KeyboardInterrupt as error:
             signum = getattr(error, "signum", signal.SIGINT)
             print(f"\nkeras-rl-gym: stopped by {signal.Signals(signum).name}", file=sys.stderr)
@@ -144,6 +144,18 @@ def main(argv=None) -> int:
             print(f"keras-rl-gym: error: {_first_line(error)}", file=sys.stderr)
             _report_saved(error)
             return 1
+
+
+def _train(args) -> int:
+    from keras_rl_gym.callbacks import tracking_uri
+    from keras_rl_gym.config import ConfigError, run
+
+    try:
+        config = build_config(args)
+        agent, history, evaluation = run(config, verbose=0 if args.quiet else 1, resume=args.resume)
+    except ConfigError as error:
+        print(f"keras-rl-gym: config error: {error}", file=sys.stderr)
+        return 2
     summary = {k: evaluation[k] for k in ("mean_return", "std_return", "mean_length")}
     print(f"\nEvaluation over {len(evaluation['returns'])} episodes: {json.dumps(summary)}")
     if config.get("train", {}).get("mlflow", True):

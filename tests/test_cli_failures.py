@@ -266,3 +266,13 @@ def test_resume_refuses_an_agent_that_does_not_fit_the_config(tmp_path, capsys, 
     assert message in capsys.readouterr().err
     assert main(["train", str(tmp_path / "other.json"), "-q", "--resume", str(tmp_path / "missing.keras")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_backend_flag_never_trains_on_another_backend(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("KERAS_BACKEND", keras.backend.backend())  # main sets it: undone after the test
+    # Keras is loaded (with this suite's backend) before main can pick one: another is refused, not ignored.
+    other = next(b for b in ("tensorflow", "jax", "torch") if b != keras.backend.backend())
+    assert main(["train", write_config(tmp_path), "-q", "--backend", other]) == 2
+    assert f"KERAS_BACKEND={other}" in capsys.readouterr().err
+    assert os.environ["KERAS_BACKEND"] == keras.backend.backend()
+    assert main(["train", write_config(tmp_path), "-q", "--no-mlflow", "--backend", keras.backend.backend()]) == 0
