@@ -276,3 +276,13 @@ def test_backend_flag_never_trains_on_another_backend(tmp_path, capsys, monkeypa
     assert f"KERAS_BACKEND={other}" in capsys.readouterr().err
     assert os.environ["KERAS_BACKEND"] == keras.backend.backend()
     assert main(["train", write_config(tmp_path), "-q", "--no-mlflow", "--backend", keras.backend.backend()]) == 0
+
+
+def test_backend_flag_on_the_command_line_trains_on_that_backend(tmp_path):
+    # The suite's backend is loaded here; the command, a new process, starts again on the other one.
+    other = next(b for b in ("tensorflow", "jax", "torch") if b != keras.backend.backend())
+    command = [sys.executable, "-m", "keras_rl_gym.cli", "train", write_config(tmp_path), "-q", "--backend", other]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (run,) = client().search_runs([client().get_experiment_by_name("failures").experiment_id])
+    assert run.data.params["backend"] == other and run.info.status == "FINISHED"
