@@ -157,7 +157,9 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--config", help="run this config for --seeds seeds instead of the SB3 comparison")
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--first-seed", type=int, default=0, help="with --config: seeds are first-seed, first-seed+1, ...")
+    parser.add_argument(
+        "--first-seed", type=int, default=0, help="with --config: seeds are first-seed, first-seed+1, ..."
+    )
     args = parser.parse_args()
     learning(args) if args.config else throughput(args)
 
