@@ -55,8 +55,16 @@ def learning_rate(value: float, decay: float | None = None, decay_steps: int = 1
 
     The tutorial multiplies its learning rate by ``lr_decay`` per episode; here
     the decay counts optimizer updates, which is what the optimizer can see
-    inside a compiled step.
+    inside a compiled step. ``value`` may also be a Keras
+    ``LearningRateSchedule``, used as it is (then ``decay`` must be unset).
     """
+    if isinstance(value, keras.optimizers.schedules.LearningRateSchedule):
+        if decay not in (None, 1.0):
+            raise ValueError(
+                f"learning_rate_decay={decay} cannot be combined with a learning-rate schedule "
+                f"({type(value).__name__}); build the decay into the schedule instead."
+            )
+        return value
     if decay is None or decay == 1.0:
         return float(value)
     if not 0.0 < decay <= 1.0:

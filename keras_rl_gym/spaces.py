@@ -59,12 +59,22 @@ def require(space: spaces.Space, kinds: tuple, agent: str, what: str) -> None:
 
 
 def same_space(a: spaces.Space, b: spaces.Space) -> bool:
-    """True when two spaces have the same type, shape and (for Discrete) size."""
+    """True when two spaces are the same: type, shape, dtype and bounds (``Box``), size and ``start`` (``Discrete``).
+
+    Bounds matter: a DDPG actor built for [-1, 1] would use half of Pendulum's [-2, 2].
+    """
     if type(a) is not type(b):
         return False
     if isinstance(a, spaces.Discrete):
-        return a.n == b.n
-    return a.shape == b.shape
+        return a.n == b.n and a.start == b.start
+    if isinstance(a, spaces.Box):
+        return (
+            a.shape == b.shape
+            and a.dtype == b.dtype
+            and np.array_equal(a.low, b.low, equal_nan=True)
+            and np.array_equal(a.high, b.high, equal_nan=True)
+        )
+    return a == b
 
 
 def env_spaces(env) -> tuple[spaces.Space, spaces.Space]:

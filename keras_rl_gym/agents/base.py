@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
+import random
 import signal
 import threading
 import time
@@ -202,20 +204,26 @@ class Agent(keras.Model):
         observation_space: the env's (single) observation space.
         action_space: the env's (single) action space.
         gamma: discount factor.
-        seed: seeds weights (``keras.utils.set_random_seed``), exploration and
-            the env's first reset in ``fit``, so a run is reproducible on one backend.
+        seed: seeds the weights, exploration and the env's first reset in ``fit``,
+            so a run is reproducible on one backend. Only the agent's own
+            generators are seeded: the process's global random state is left as it was.
     """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _seeded_init(cls.__init__)
 
     def __init__(self, observation_space, action_space, *, gamma: float = 0.99, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.observation_space = space_from_config(observation_space)
         self.action_space = space_from_config(action_space)
+        # Algorithms act in 0-based indices; a Discrete(n, start=s) env gets index + s.
+        self._action_start = int(getattr(self.action_space, "start", 0))
         if not 0.0 <= gamma <= 1.0:
             raise ValueError(f"gamma must be in [0, 1], got {gamma}.")
         self.gamma = float(gamma)
         self.seed = seed
-        if seed is not None:
-            keras.utils.set_random_seed(seed)
         self.rng = np.random.default_rng(seed)
         self._runtime = None
         # Training state, saved with the agent (see ``save``): a loaded agent resumes from it.
@@ -294,11 +302,44 @@ class Agent(keras.Model):
         obs = np.asarray(obs)
         single = obs.shape == self.observation_space.shape
         batch = obs[None] if single else obs
-        actions = self._explore(batch, self.env_steps) if training else self._greedy(batch)
+        actions = self._to_env(self._explore(batch, self.env_steps) if training else self._greedy(batch))
         return actions[0] if single else actions
+
+    def _to_env(self, actions):
+        """Actions as the env takes them: a ``Discrete`` space's ``start`` added to the indices."""
+        return actions + self._action_start if self._action_start else actions
 
     def _greedy(self, obs: np.ndarray) -> np.ndarray:
         return np.asarray(self.runtime.act(obs))
+
+    def predict(self, x, *args, **kwargs):
+        """Keras's ``predict`` of the agent's network output (Q-values, logits...), also for one observation.
+
+        The input is checked first: on JAX a failing ``predict`` would leave the
+        model's variables purged, and the agent unusable.
+        """
+        if isinstance(x, (np.ndarray, list, tuple)) or hasattr(x, "__array__"):
+            x = np.asarray(x)
+            shape = self.observation_space.shape
+            if x.shape == shape:
+                return super().predict(x[None], *args, **kwargs)[0]
+            if x.shape[1:] != shape:
+                raise ValueError(
+                    f"{type(self).__name__}.predict expects one observation of shape {shape} "
+                    f"or a batch (n, {', '.join(map(str, shape))}), got shape {x.shape}."
+                )
+        return super().predict(x, *args, **kwargs)
+
+    def compile(self, *args, **kwargs):
+        """Refused: an agent builds its own optimizers and loss from its constructor arguments.
+
+        ``learning_rate=`` (a float or a ``keras.optimizers.schedules.LearningRateSchedule``),
+        ``max_grad_norm=`` and the algorithm's own arguments set them; ``fit(env, steps=...)`` trains.
+        """
+        raise TypeError(
+            f"{type(self).__name__} builds its own optimizer and loss: set them with its constructor "
+            "arguments (learning_rate=..., max_grad_norm=...), then call fit(env, steps=...); compile() is not used."
+        )
 
     # -- the loop ------------------------------------------------------------------
     def fit(
@@ -399,7 +440,7 @@ class Agent(keras.Model):
                 while self.env_steps < end and not self.stop_training:
                     signals.check()
                     actions = self._explore(loop.obs, self.env_steps)
-                    t = loop.step(actions)
+                    t = loop.step(self._to_env(actions))
                     self._observe(t.obs, actions, t.reward, t.next_obs, t.terminated, t.truncated, t.valid)
                     self._episode_ended(t.restart)  # recurrent state restarts with each episode
                     self.env_steps += t.n_valid
@@ -514,7 +555,7 @@ class Agent(keras.Model):
             self._reset_policy_state(n)
             loop.reset(seed)
             while (counts < targets).any():
-                t = loop.step(self._greedy(loop.obs))
+                t = loop.step(self._to_env(self._greedy(loop.obs)))
                 self._episode_ended(t.restart)
                 for i, ret, length in t.games:
                     if counts[i] < targets[i]:
@@ -548,6 +589,13 @@ class Agent(keras.Model):
 
     @classmethod
     def from_config(cls, config):
+        # Keras objects in the config (a learning-rate schedule) come back serialized.
+        config = {
+            key: keras.saving.deserialize_keras_object(value)
+            if isinstance(value, dict) and "class_name" in value
+            else value
+            for key, value in config.items()
+        }
         return cls(**config)
 
     def save(self, filepath, *args, save_replay: bool = False, **kwargs):
@@ -597,6 +645,35 @@ class Agent(keras.Model):
             from keras_rl_gym.buffers import load_buffer
 
             self.buffer = load_buffer(replay)
+
+
+_constructing = threading.local()
+
+
+def _seeded_init(init):
+    """Wraps an agent's ``__init__`` so that its weights are drawn from its own seed.
+
+    Keras initializers without a seed draw one from Python's global ``random``.
+    ``keras.utils.set_random_seed`` would reseed every global generator of the
+    process (Python, NumPy, the backend), also on each ``load_model``; instead
+    ``random`` is seeded for the outermost constructor only, and its state put back after.
+    """
+
+    @functools.wraps(init)
+    def wrapper(self, *args, **kwargs):
+        seed = kwargs.get("seed")
+        if seed is None or getattr(_constructing, "active", False):
+            return init(self, *args, **kwargs)
+        state = random.getstate()
+        _constructing.active = True
+        try:
+            random.seed(seed)
+            return init(self, *args, **kwargs)
+        finally:
+            _constructing.active = False
+            random.setstate(state)
+
+    return wrapper
 
 
 def _json_number(value):
