@@ -16,6 +16,10 @@ params, policy params, train params), with this package's names::
 
 Every key is checked: a typo fails at once with an error that names it, and so
 does a value that would otherwise fail only after training (``eval_episodes: 0``).
+Each ``agent`` value is checked against the type its constructor argument is
+annotated with (``"double": "false"`` is not a bool), and an env id that does
+not exist, or an agent that cannot handle the env's spaces, is a
+:class:`ConfigError` too: the CLI reports each in one line and exits 2.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import numbers
 import os
 import re
 import warnings
@@ -98,16 +103,124 @@ def agent_class(algo: str):
     return _load_object(ALGORITHMS[algo])
 
 
-def agent_parameters(cls) -> set[str]:
-    """The keyword arguments an agent class accepts (besides the spaces)."""
-    names = set()
+def agent_annotations(cls) -> dict[str, object]:
+    """The keyword arguments an agent class accepts (besides the spaces), each with its annotation or ``None``.
+
+    The most derived class's annotation wins (``PPOAgent``'s ``learning_rate``, not ``PolicyAgent``'s).
+    """
+    annotations = {}
     for klass in cls.__mro__:
         if klass.__module__.startswith("keras."):
             break
         for name, p in inspect.signature(klass.__init__).parameters.items():
-            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and name not in ("self",):
-                names.add(name)
-    return names - {"observation_space", "action_space"} | {"name"}
+            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and name != "self" and name not in annotations:
+                annotations[name] = None if p.annotation is p.empty else p.annotation
+    for name in ("observation_space", "action_space"):
+        annotations.pop(name, None)
+    annotations.setdefault("name", None)  # keras.Model's
+    return annotations
+
+
+def agent_parameters(cls) -> set[str]:
+    """The keyword arguments an agent class accepts (besides the spaces)."""
+    return set(agent_annotations(cls))
+
+
+def _is_bool(value) -> bool:
+    return isinstance(value, bool)
+
+
+def _is_int(value) -> bool:
+    # bool is an int in Python, but `batch_size: true` is a mistake; NumPy integers are fine.
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_float(value) -> bool:
+    # An int is a fine float (`learning_rate: 1`), a bool is not (np.bool_ is no numbers.Real either).
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _is_str(value) -> bool:
+    return isinstance(value, str)
+
+
+# The simple annotation forms checked: name -> (check, what a config must give).
+_SCALARS = {
+    "bool": (_is_bool, "true or false"),
+    "int": (_is_int, "an integer"),
+    "float": (_is_float, "a number"),
+    "str": (_is_str, "a string"),
+    "None": (lambda value: value is None, "null"),
+}
+_SEQUENCE = re.compile(r"^(?:Sequence|list|tuple|List|Tuple)\[(\w+)(?:, \.\.\.)?\]$")
+_PLURAL = {"bool": "booleans", "int": "integers", "float": "numbers", "str": "strings"}
+# PyYAML (YAML 1.1) reads `1e-3` as a string; `1.0e-3` is a float.
+_YAML_EXPONENT = re.compile(r"^[-+]?[0-9]+[eE][-+]?[0-9]+$")
+
+
+def _annotation_text(annotation) -> str:
+    text = annotation if isinstance(annotation, str) else inspect.formatannotation(annotation)
+    return re.sub(r"\b(?:typing|collections\.abc|builtins)\.", "", text).strip()
+
+
+def _parse_annotation(text: str):
+    """``[(check, description), ...]`` for a simple annotation (one of them must hold), or ``None`` for any other."""
+    optional = re.fullmatch(r"Optional\[(.+)\]", text)
+    parts = [optional.group(1), "None"] if optional else [part.strip() for part in text.split("|")]
+    alternatives = []
+    for part in parts:
+        if part in _SCALARS:
+            alternatives.append(_SCALARS[part])
+            continue
+        sequence = _SEQUENCE.match(part)
+        if not sequence or sequence.group(1) not in _PLURAL:
+            return None  # not a simple form (a dict, a callable, a class...): unchecked
+        item = _SCALARS[sequence.group(1)][0]
+
+        def is_sequence(value, item=item) -> bool:
+            # A string is a sequence in Python, but `hidden_sizes: "64"` is a mistake.
+            return isinstance(value, (list, tuple)) and all(item(v) for v in value)
+
+        alternatives.append((is_sequence, f"a list of {_PLURAL[sequence.group(1)]}"))
+    return alternatives
+
+
+def check_type(key: str, value, annotation) -> None:
+    """Raises a one-line :class:`ConfigError` when ``value`` does not fit ``annotation``.
+
+    The simple forms are checked: ``bool``, ``int``, ``float``, ``str``,
+    ``Sequence[int]`` (and ``list``/``tuple`` of a scalar), ``X | None`` and
+    ``Optional[X]``; an annotation may be a string (``from __future__ import
+    annotations``) or a type. A ``float`` takes an int but not a bool, an
+    ``int`` takes neither a bool nor a float, a ``bool`` takes only true or
+    false, a sequence takes a list but neither a scalar nor a string. Any
+    other annotation, or none, lets the value pass unchecked.
+
+    Example:
+        >>> check_type("agent.gamma", 1, "float")
+        >>> check_type("agent.double", "false", "bool")
+        Traceback (most recent call last):
+        ...
+        keras_rl_gym.config.ConfigError: agent.double must be true or false (bool), got 'false' (str).
+    """
+    if annotation is None:
+        return
+    text = _annotation_text(annotation)
+    alternatives = _parse_annotation(text)
+    if alternatives is None or any(check(value) for check, _ in alternatives):
+        return
+    expected = " or ".join(description for _, description in alternatives)
+    hint = ""
+    if isinstance(value, str) and _YAML_EXPONENT.match(value):
+        hint = f"; YAML 1.1 reads {value} as a string: write it with a point, as {value.lower().replace('e', '.0e', 1)}"
+    raise ConfigError(f"{key} must be {expected} ({text}), got {value!r} ({type(value).__name__}{hint}).")
+
+
+def check_agent_values(cls, params: dict, where: str = "agent") -> None:
+    """Checks each value of an ``agent`` mapping against ``cls``'s constructor annotations (see :func:`check_type`)."""
+    annotations = agent_annotations(cls)
+    for key, value in params.items():
+        check_type(f"{where}.{key}", value, annotations.get(key))
 
 
 def load_config(path) -> dict:
@@ -115,13 +228,28 @@ def load_config(path) -> dict:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"Config file {path} does not exist.")
-    text = path.read_text()
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"Cannot read the config file {path}: {error}") from error
     if path.suffix in (".yaml", ".yml"):
         import yaml
 
-        config = yaml.safe_load(text)
+        try:
+            config = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            # PyYAML's message spans several lines; its mark is 0-based.
+            mark = getattr(error, "problem_mark", None)
+            where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(error, "problem", None) or " ".join(str(error).split())
+            raise ConfigError(f"{path}{where}: invalid YAML: {problem}.") from error
     else:
-        config = json.loads(text)
+        try:
+            config = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ConfigError(
+                f"{path}, line {error.lineno}, column {error.colno}: invalid JSON: {error.msg}."
+            ) from error
     return validate_config(config)
 
 
@@ -133,11 +261,14 @@ def validate_config(config: dict) -> dict:
     for key in ("algo", "env"):
         if key not in config:
             raise ConfigError(f"The config needs an {key!r} key.")
+        if not isinstance(config[key], str):
+            raise ConfigError(f"{key} must be a string, got {config[key]!r}.")
     cls = agent_class(config["algo"])
     for key in ("agent", "train", "env_kwargs"):
         if not isinstance(config.get(key, {}), dict):
             raise ConfigError(f"{key} must be a mapping, got {type(config[key]).__name__}.")
     _unknown(config.get("agent", {}), agent_parameters(cls), f"agent ({cls.__name__})")
+    check_agent_values(cls, config.get("agent", {}))
     _unknown(config.get("train", {}), TRAIN_KEYS, "train")
     for entry in config.get("wrappers", []):
         name = entry[0] if isinstance(entry, (list, tuple)) else entry
@@ -183,10 +314,20 @@ def make_env(config: dict, *, num_envs: int | None = None, training: bool = True
     factory = config.get("env_factory")
 
     def make_one():
+        # Only making the env is mapped to a ConfigError: what the config names does not exist or does not fit.
+        # A wrapper's or the env's own failure later on stays what it is.
         if factory:
-            env = _load_object(ENV_FACTORIES[factory])(config["env"], training=training, **kwargs)
+            try:
+                env = _load_object(ENV_FACTORIES[factory])(config["env"], training=training, **kwargs)
+            except (ValueError, gym.error.Error) as error:
+                # make_atari_env raises ValueError for a non-Atari id such as CartPole-v1.
+                raise ConfigError(f"env_factory {factory!r} cannot make env {config['env']!r}: {error}") from error
         else:
-            env = gym.make(config["env"], **kwargs)
+            try:
+                env = gym.make(config["env"], **kwargs)
+            except gym.error.Error as error:
+                # NameNotFound, VersionNotFound, NamespaceNotFound, DependencyNotInstalled...
+                raise ConfigError(f"Cannot make env {config['env']!r}: {error}") from error
         return _wrap(env, wrappers)
 
     if num_envs == 1:
@@ -203,7 +344,12 @@ def make_agent(config: dict, env):
     obs_space, act_space = env_spaces(env)
     params = dict(config.get("agent", {}))
     params.setdefault("seed", config.get("train", {}).get("seed"))
-    return cls(obs_space, act_space, **params)
+    try:
+        return cls(obs_space, act_space, **params)
+    except (TypeError, ValueError) as error:
+        # The agents check their spaces and arguments up front and raise these naming the problem
+        # (DQN on Pendulum-v1's Box actions, tau: 2.0): the config asks for what cannot be built.
+        raise ConfigError(f"{cls.__name__} cannot be built for env {config['env']!r}: {error}") from error
 
 
 def failure_path(config: dict) -> str:
