@@ -11,6 +11,11 @@ Ctrl-C (SIGINT) and SIGTERM stop training the same way: the agent is saved
 (to ``--save``, else to ``<run name>-interrupted.keras``, named on stderr) and
 the MLflow run ends KILLED. Exit status: 0 on success, 1 on an error, 2 on a
 config error, 130 on SIGINT, 143 on SIGTERM (128 + the signal's number).
+
+A config error is reported in one line before anything trains: an unknown
+key, a value of the wrong type (``"double": "false"``), a file that is not
+valid JSON or YAML, an env id that does not exist, an env factory given an
+env it does not make, an agent that cannot handle the env's spaces.
 """
 
 from __future__ import annotations
@@ -159,7 +164,13 @@ def _train(args) -> int:
         config = build_config(args)
         agent, history, evaluation = run(config, verbose=0 if args.quiet else 1, resume=args.resume)
     except ConfigError as error:
-        print(f"keras-rl-gym: config error: {error}", file=sys.stderr)
+        if args.debug:
+            import traceback
+
+            # A ConfigError made from another error (an agent's constructor, gym.make): show where that arose.
+            traceback.print_exc()
+        # One line, also when the error it was made from spans several (gymnasium's, an agent's).
+        print(f"keras-rl-gym: config error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
     summary = {k: evaluation[k] for k in ("mean_return", "std_return", "mean_length")}
     print(f"\nEvaluation over {len(evaluation['returns'])} episodes: {json.dumps(summary)}")
