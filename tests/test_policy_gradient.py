@@ -219,3 +219,31 @@ def test_bad_input_fails_with_a_clear_error():
     agent = PPOAgent(OBS, DISCRETE)
     with pytest.raises(ValueError, match="does not match"):
         agent.fit(gym.make("Pendulum-v1"), steps=10)
+
+
+# -- updates -------------------------------------------------------------------------------
+def _iterations(agent):
+    return sum(int(keras.ops.convert_to_numpy(opt.iterations)) for opt, _ in agent.optimizer_groups()[:1])
+
+
+def test_a2c_skips_rollouts_without_a_transition():
+    # With n_steps=1 the rollout after each episode end holds only the autoreset
+    # step (not a transition): it must not reach the optimizer.
+    env = CounterEnv(length=3)
+    agent = ActorCriticAgent(env.observation_space, env.action_space, n_steps=1, seed=0)
+    observe, transitions = agent._observe, []
+    agent._observe = lambda *args: transitions.append(int(np.sum(args[-1]))) or observe(*args)
+    agent.fit(env, steps=12, verbose=0)
+    assert sum(transitions) == 12 and len(transitions) > 12  # autoreset steps were seen
+    assert agent.updates == 12
+    assert _iterations(agent) == 12
+
+    # An all-masked rollout after real updates (Adam's momentum is non-zero) leaves the weights alone.
+    before = [np.array(w) for w in agent.get_weights()]
+    obs = np.zeros((1, 2), np.float32)
+    agent._explore(obs, 0)
+    agent._observe(obs, np.zeros(1, np.int32), np.ones(1), obs, np.zeros(1, bool), np.zeros(1, bool), np.zeros(1, bool))
+    assert list(agent._train(agent.env_steps, 1)) == []
+    assert agent.updates == 12 and _iterations(agent) == 12
+    for old, new in zip(before, agent.get_weights()):
+        np.testing.assert_array_equal(old, new)

@@ -303,6 +303,12 @@ class OnPolicyAgent(PolicyAgent):
         if not self.rollout.full:
             return
         data = self.rollout.data
+        if not data["valid"].any():
+            # Only autoreset steps (n_steps=1 right after an episode end): nothing
+            # to learn from. An all-masked batch would still move the weights,
+            # since Adam steps by its momentum m / (sqrt(v) + eps) even at g = 0.
+            self.rollout.reset()
+            return
         last_value = self.runtime.act(self._next_obs)[-1] if self.use_critic else 0.0
         advantages, returns = gae(
             data["reward"], data["value"], data["done"], last_value, self.gamma, self.gae_lambda, data["valid"]
