@@ -79,3 +79,16 @@ def current_learning_rate(lr, iterations: int) -> float:
     if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
         return float(keras.ops.convert_to_numpy(lr(iterations)))
     return float(lr)
+
+
+def optimizer_learning_rate(optimizer, iterations: int) -> float:
+    """The rate ``optimizer`` applies at update ``iterations``: its schedule's value, or its rate variable.
+
+    Read from the optimizer itself, so a rate set by a callback (Keras's
+    ``LearningRateScheduler``) is the one logged. ``iterations`` is passed in because
+    during ``fit`` a backend may hold the optimizer's counter outside its Keras variable.
+    """
+    rate = optimizer._learning_rate
+    if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule):
+        return float(keras.ops.convert_to_numpy(rate(iterations)))
+    return float(keras.ops.convert_to_numpy(rate))

@@ -67,7 +67,13 @@ class _Callbacks:
             cb.set_model(agent)
             cb.set_params(params)
         base = keras.callbacks.Callback
-        self.batch_end = [cb for cb in self.callbacks if type(cb).on_train_batch_end is not base.on_train_batch_end]
+        # Keras's Callback.on_train_batch_end calls on_batch_end (TerminateOnNaN overrides that one).
+        self.batch_end = [
+            cb
+            for cb in self.callbacks
+            if type(cb).on_train_batch_end is not base.on_train_batch_end
+            or type(cb).on_batch_end is not base.on_batch_end
+        ]
 
     def __call__(self, hook, *args, **kwargs):
         for cb in self.callbacks:
@@ -458,7 +464,8 @@ class Agent(keras.Model):
                         cbs("on_epoch_end", epoch, interval.logs())
                         interval.restart()
                         epoch, next_log = epoch + 1, next_log + log_every
-                        cbs("on_epoch_begin", epoch)
+                        if self.env_steps < end:
+                            cbs("on_epoch_begin", epoch)
                     # Progress goes out a few times a second (and at steps callbacks
                     # asked for), not every step: the mean of recent returns alone
                     # costs more than a CartPole step.

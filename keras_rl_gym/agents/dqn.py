@@ -413,7 +413,7 @@ class DQNAgent(Agent):
     def _log_values(self):
         return {
             "epsilon": float(self.epsilon),
-            "learning_rate": schedules.current_learning_rate(self.lr_schedule, self.updates),
+            "learning_rate": schedules.optimizer_learning_rate(self.optimizer, self.updates),
         }
 
     def get_config(self):
