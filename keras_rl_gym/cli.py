@@ -123,12 +123,8 @@ def main(argv=None) -> int:
     if args.backend:
         keras = sys.modules.get("keras")
         if keras is not None and keras.backend.backend() != args.backend:
-            # Importing the package imports Keras (its agents must be registered for
-            # keras.saving.load_model), so the backend is already fixed. From the
-            # command line, start again with KERAS_BACKEND set; in-process, refuse.
-            if argv is None:
-                env = dict(os.environ, KERAS_BACKEND=args.backend)
-                os.execve(sys.executable, [sys.executable, "-m", "keras_rl_gym.cli", *sys.argv[1:]], env)
+            # Only an in-process call gets here (the package does not import Keras):
+            # too late to pick a backend, and training on another one would be wrong.
             print(
                 f"keras-rl-gym: config error: --backend {args.backend}: Keras is loaded already, with the "
                 f"{keras.backend.backend()} backend; set KERAS_BACKEND={args.backend} before starting instead.",
