@@ -3,6 +3,7 @@
 import csv
 
 import keras
+import numpy as np
 import pytest
 from probe_envs import CounterEnv
 
@@ -50,3 +51,28 @@ def test_learning_rate_scheduler_sets_the_rate_the_updates_use():
     constant.fit(CounterEnv(length=5), steps=300, verbose=0, log_every=100)
     assert optimizer_lr(constant) == pytest.approx(1e-3, rel=1e-6)
     assert any(float(abs(a - b).max()) > 1e-6 for a, b in zip(agent.get_weights(), constant.get_weights()))
+
+
+def test_train_step_is_the_update_and_train_on_batch_calls_it(tmp_path):
+    env = CounterEnv(length=5)
+    agent = small_dqn(env)
+    agent.fit(env, steps=60, verbose=0)
+    agent.save(tmp_path / "start.keras")
+    batches = [agent.buffer.sample(32) for _ in range(6)]
+
+    one_by_one = keras.saving.load_model(tmp_path / "start.keras")
+    metrics = [one_by_one.train_on_batch(b, return_dict=True) for b in batches]
+    assert all(list(m)[0] == "loss" and m["loss"] >= 0 for m in metrics)
+    assert one_by_one.updates == agent.updates + 6
+
+    # The path fit takes: state held by the runtime, each update dispatched with the next action.
+    held = keras.saving.load_model(tmp_path / "start.keras")
+    held.runtime.hold(len(batches))
+    for batch in batches:
+        held.train_step(batch)
+        held.runtime.act(batch["obs"])
+    held.runtime.release()
+    for a, b in zip(one_by_one.get_weights(), held.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    with pytest.raises(TypeError, match="one dict of arrays"):
+        held.train_on_batch(np.zeros((4, 2)), np.zeros(4))

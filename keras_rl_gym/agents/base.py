@@ -318,6 +318,39 @@ class Agent(keras.Model):
     def _greedy(self, obs: np.ndarray) -> np.ndarray:
         return np.asarray(self.runtime.act(obs))
 
+    def train_step(self, batch: dict) -> dict:
+        """One gradient update of the agent's loss on ``batch``: the hook Keras users look for.
+
+        ``batch`` is a dict of arrays as the algorithm's ``compute_rl_loss`` reads it
+        (DQN: ``obs``, ``action``, ``reward``, ``next_obs``, ``terminated``). The update
+        is the backend runtime's compiled one (``jax.jit``, XLA ``tf.function`` or
+        ``torch.compile``): it differentiates ``compute_rl_loss``, written once in
+        ``keras.ops``, and applies the agent's optimizer(s). A non-finite loss leaves
+        every variable as it was. ``fit`` calls this for each update; inside ``fit``
+        the runtime may dispatch the update together with the next action.
+
+        Returns:
+            The update's metrics (``loss`` first) as floats.
+        """
+        self.updates += 1
+        return self.runtime.update(batch)
+
+    def train_on_batch(self, x=None, y=None, sample_weight=None, class_weight=None, return_dict=False):
+        """Keras's ``train_on_batch``: one :meth:`train_step` on the dict of arrays ``x``.
+
+        Example:
+            >>> metrics = agent.train_on_batch(agent.buffer.sample(32), return_dict=True)
+            >>> sorted(metrics)[:1]
+            ['loss']
+        """
+        if not isinstance(x, dict) or y is not None or sample_weight is not None or class_weight is not None:
+            raise TypeError(
+                f"{type(self).__name__}.train_on_batch takes one dict of arrays (the algorithm's batch, e.g. "
+                f"a replay sample), not x/y/sample_weight; got {type(x).__name__}."
+            )
+        metrics = self.train_step(x)
+        return metrics if return_dict else list(metrics.values())
+
     def predict(self, x, *args, **kwargs):
         """Keras's ``predict`` of the agent's network output (Q-values, logits...), also for one observation.
 

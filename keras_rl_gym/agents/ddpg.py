@@ -324,8 +324,7 @@ class DDPGAgent(Agent):
         while self._steps_since_train >= self.train_freq:
             self._steps_since_train -= self.train_freq
             for _ in range(self.gradient_steps):
-                self.updates += 1
-                yield self.runtime.update(self.buffer.sample(self.batch_size))
+                yield self.train_step(self.buffer.sample(self.batch_size))
                 self.runtime.update_targets(self.tau)
 
     def _log_values(self):

@@ -404,8 +404,7 @@ class DQNAgent(Agent):
         while self._steps_since_train >= self.train_freq:
             self._steps_since_train -= self.train_freq
             for _ in range(self.gradient_steps):
-                self.updates += 1
-                yield self.runtime.update(self.buffer.sample(self.batch_size))
+                yield self.train_step(self.buffer.sample(self.batch_size))
         if self._steps_since_target >= self.target_update_every:
             self._steps_since_target %= self.target_update_every
             self.runtime.update_targets(self.tau)

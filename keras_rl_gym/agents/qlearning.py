@@ -167,8 +167,7 @@ class QLearningAgent(Agent):
     def _train(self, step, new_steps):
         batch, self._batch = self._batch, None
         if batch is not None and len(batch["obs"]):
-            self.updates += 1
-            yield self.runtime.update(batch)
+            yield self.train_step(batch)
 
     def _log_values(self):
         return {"epsilon": float(self.epsilon), "alpha": float(self.current_alpha)}
