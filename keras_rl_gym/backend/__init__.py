@@ -18,7 +18,10 @@ are shared by every algorithm.
 
 from __future__ import annotations
 
+import math
+
 import keras
+import numpy as np
 
 
 def make_runtime(agent):
@@ -48,6 +51,13 @@ class Runtime:
     ``hold()`` and ``release()`` bracket a training run: between them a
     runtime may keep the agent's state wherever its backend wants it (JAX keeps
     it as arrays outside the Keras variables) and ``sync()`` writes it back.
+
+    Metrics of each update are reported exactly once, in the order of the
+    updates, as a dict from ``update()`` or as one of the dicts of ``drain()``:
+    every non-empty dict from either is the metrics of the oldest update not yet
+    reported. A caller that remembers the env step of each update it makes can
+    so give every update's metrics to the step it belongs to, even when the
+    runtime reports them later (see ``FusedRuntime``).
     """
 
     def __init__(self, agent):
@@ -60,7 +70,7 @@ class Runtime:
         """Writes any held state back into the Keras variables."""
 
     def release(self) -> None:
-        """Ends a training run: syncs and drops any held state."""
+        """Ends a training run: syncs and drops any held state. Metrics not yet reported stay for ``drain()``."""
         self.sync()
 
     def act(self, obs):
@@ -70,17 +80,130 @@ class Runtime:
     def update(self, batch: dict) -> dict:
         """One optimizer step on a dict of NumPy arrays.
 
-        Returns the metrics as Python floats. When the loss is not finite the
-        step leaves every variable untouched, so the caller can stop training
-        with the last finite weights intact. While state is held (inside
-        ``fit``), a runtime may return the previous update's metrics instead,
-        ``{}`` for the first: JAX does, to fuse each update with the next act.
+        Returns metrics as Python floats: those of this update when it ran at
+        once (always outside ``hold()``), else those of the oldest earlier
+        update not yet reported, or ``{}`` (see ``FusedRuntime``). When the loss
+        is not finite the step leaves every variable untouched, so the caller
+        can stop training with the last finite weights intact.
         """
         raise NotImplementedError
+
+    def drain(self, wait: bool = False) -> list[dict]:
+        """The metrics of updates done but not yet reported, oldest first; ``[]`` when none are.
+
+        ``wait=True`` first runs an update still waiting, so that every update
+        made so far is reported (``fit`` does so before each log and at the end).
+        """
+        return []
 
     def update_targets(self, tau: float) -> None:
         """Moves target networks toward the online networks by ``tau``."""
         raise NotImplementedError
+
+
+class FusedRuntime(Runtime):
+    """A runtime that, while held, runs each update together with the next act.
+
+    Inside ``fit`` an update is not dispatched at once: it waits for the next
+    ``act`` and runs with it as one compiled call (update, then act with the new
+    weights: the same order as two calls, at half the dispatch and sync cost).
+    Anything else that touches the state (another update, target updates,
+    ``sync``, ``release``, ``drain(wait=True)``) first runs the waiting update on
+    its own. So a held ``update`` cannot return its own metrics without a device
+    sync that would undo the fusion: they are reported later, once computed,
+    by the next ``update`` or ``drain``, and stay for ``drain`` past ``release``.
+
+    A non-finite loss is seen on the host only after the next update may have
+    been queued; that update is then dropped, never run nor reported, as if
+    the caller had stopped at once (``fit`` does): the weights stay the last finite ones.
+
+    Metrics come back as one stacked device vector per update (one host
+    transfer each), named by ``_metric_names``, which the update sets when traced.
+
+    A backend implements the ``_..._now`` hooks (one call each, on the held
+    state or on the Keras variables, returning device values), ``_convert_batch``
+    and ``_outputs_to_numpy``.
+    """
+
+    def __init__(self, agent):
+        super().__init__(agent)
+        self._held = False
+        self._pending = None  # a batch whose update waits for the next act
+        self._done = []  # device metric vectors of updates done, not yet reported, oldest first
+        self._metric_names = []
+
+    # -- what a backend implements -------------------------------------------------
+    def _update_now(self, batch):
+        """Runs one update; returns its stacked metrics (a device vector)."""
+        raise NotImplementedError
+
+    def _update_act_now(self, batch, obs):
+        """Runs one update, then acts with the new weights, in one call; returns ``(metrics, out)``."""
+        raise NotImplementedError
+
+    def _act_now(self, obs):
+        raise NotImplementedError
+
+    def _update_targets_now(self, tau: float) -> None:
+        raise NotImplementedError
+
+    def _convert_batch(self, batch):
+        return batch
+
+    def _outputs_to_numpy(self, out):
+        raise NotImplementedError
+
+    # -- the shared logic ------------------------------------------------------------
+    def hold(self, steps=None):
+        self._held = True
+        # Metrics a previous run left undrained belong to none of this run's updates.
+        self._done = []
+
+    def sync(self):
+        self._flush()
+
+    def release(self):
+        self.sync()
+        self._held = False
+
+    def _flush(self):
+        """Runs a waiting update on its own."""
+        if self._pending is not None:
+            batch, self._pending = self._pending, None
+            self._done.append(self._update_now(batch))
+
+    def _report(self, metrics) -> dict:
+        metrics = dict(zip(self._metric_names, np.asarray(metrics).tolist()))
+        if not math.isfinite(metrics["loss"]):
+            self._pending = None  # queued before the caller could see the failure: see the class docstring
+        return metrics
+
+    def act(self, obs):
+        if self._pending is None:
+            return self._outputs_to_numpy(self._act_now(obs))
+        batch, self._pending = self._pending, None
+        metrics, out = self._update_act_now(batch, obs)
+        self._done.append(metrics)
+        return self._outputs_to_numpy(out)
+
+    def update(self, batch):
+        batch = self._convert_batch(batch)
+        if not self._held:
+            return self._report(self._update_now(batch))
+        self._flush()
+        self._pending = batch
+        # At most one report per call: with one update per call, reports keep up with updates.
+        return self._report(self._done.pop(0)) if self._done else {}
+
+    def drain(self, wait=False):
+        if wait:
+            self._flush()
+        done, self._done = self._done, []
+        return [self._report(metrics) for metrics in done]
+
+    def update_targets(self, tau):
+        self._flush()
+        self._update_targets_now(float(tau))
 
 
 def to_numpy_tree(tree):

@@ -6,12 +6,8 @@ own JAX ``fit`` keeps it: each update is one jitted call that takes the state
 and returns the new one (its buffers donated), with no per-call sync into the
 Keras variables. ``train_on_batch`` re-syncs every call and costs ~15x more.
 
-While state is held, an update is not dispatched at once: it waits for the
-next ``act`` and runs with it as one jitted call (update, then act with the new
-weights: the same order as two calls, at half the dispatch and sync cost).
-``update`` therefore returns the metrics of the *previous* update, which are
-ready by then; anything else that touches the state (another update, target
-updates, ``sync``) first runs the waiting update on its own.
+While state is held, an update runs with the next act as one jitted call, and
+its metrics are reported after (``FusedRuntime``).
 """
 
 from __future__ import annotations
@@ -21,10 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 from keras import StatelessScope
 
-from keras_rl_gym.backend import Runtime
+from keras_rl_gym.backend import FusedRuntime
 
 
-class JaxRuntime(Runtime):
+class JaxRuntime(FusedRuntime):
     def __init__(self, agent):
         super().__init__(agent)
         self.trainable = list(agent.trainable_variables)
@@ -33,9 +29,6 @@ class JaxRuntime(Runtime):
         position = {id(v): i for i, v in enumerate(self.trainable)}
         self.group_index = [[position[id(v)] for v in vs] for _, vs in self.groups]
         self.state = None
-        self._pending = None  # a batch whose update waits for the next act
-        self._last_metrics = None  # device vector of the last dispatched update's metrics
-        self._metric_names = []  # their names, set when the update is traced
         self._update = jax.jit(self._update_fn, donate_argnums=0)
         self._update_act = jax.jit(self._update_act_fn, donate_argnums=0)
         self._act = jax.jit(self._act_fn)
@@ -53,12 +46,13 @@ class JaxRuntime(Runtime):
         )
 
     def hold(self, steps=None):
+        super().hold(steps)
         self.state = self._read_variables()
 
     def sync(self):
+        super().sync()
         if self.state is None:
             return
-        self._flush()
         trainable, non_trainable, opt_values = self.state
         for v, x in zip(self.trainable, trainable):
             v.assign(x)
@@ -69,9 +63,8 @@ class JaxRuntime(Runtime):
                 v.assign(x)
 
     def release(self):
-        self.sync()
+        super().release()
         self.state = None
-        self._last_metrics = None
 
     def _mapping(self, trainable, non_trainable):
         return list(zip(self.trainable, trainable)) + list(zip(self.non_trainable, non_trainable))
@@ -132,48 +125,32 @@ class JaxRuntime(Runtime):
             self.agent.update_targets(tau)
         return trainable, self._new_non_trainable(scope, non_trainable), opt_values
 
-    # -- host API -------------------------------------------------------------
-    def _flush(self):
-        """Runs a waiting update on its own."""
-        if self._pending is not None:
-            batch, self._pending = self._pending, None
-            self.state, self._last_metrics = self._update(self.state, batch)
+    # -- FusedRuntime hooks ------------------------------------------------------
+    def _on_state(self, function, *args):
+        """``self.state, out = function(self.state, *args)``; outside ``fit``, on state taken and written back now."""
+        held = self.state is not None
+        if not held:
+            self.state = self._read_variables()
+        self.state, out = function(self.state, *args)
+        if not held:
+            self.release()
+        return out
 
-    def _take_metrics(self):
-        metrics, self._last_metrics = self._last_metrics, None
-        if metrics is None:
-            return {}
-        return dict(zip(self._metric_names, np.asarray(metrics).tolist()))
+    def _update_now(self, batch):
+        return self._on_state(self._update, batch)
 
-    def act(self, obs):
+    def _update_targets_now(self, tau):
+        self._on_state(lambda state: (self._targets(state, tau), None))
+
+    def _update_act_now(self, batch, obs):
+        self.state, metrics, out = self._update_act(self.state, batch, obs)
+        return metrics, out
+
+    def _act_now(self, obs):
         if self.state is None:
-            trainable = [v.value for v in self.trainable]
-            non_trainable = [v.value for v in self.non_trainable]
-            out = self._act(trainable, non_trainable, obs)
-        elif self._pending is not None:
-            batch, self._pending = self._pending, None
-            self.state, self._last_metrics, out = self._update_act(self.state, batch, obs)
-        else:
-            trainable, non_trainable, _ = self.state
-            out = self._act(trainable, non_trainable, obs)
+            return self._act([v.value for v in self.trainable], [v.value for v in self.non_trainable], obs)
+        trainable, non_trainable, _ = self.state
+        return self._act(trainable, non_trainable, obs)
+
+    def _outputs_to_numpy(self, out):
         return np.asarray(out) if isinstance(out, jax.Array) else jax.tree.map(np.asarray, out)
-
-    def update(self, batch):
-        if self.state is None:
-            self.hold()
-            self.state, self._last_metrics = self._update(self.state, batch)
-            metrics = self._take_metrics()
-            self.release()
-            return metrics
-        self._flush()
-        self._pending = batch
-        return self._take_metrics()
-
-    def update_targets(self, tau):
-        if self.state is None:
-            self.hold()
-            self.state = self._targets(self.state, float(tau))
-            self.release()
-        else:
-            self._flush()
-            self.state = self._targets(self.state, float(tau))

@@ -1,9 +1,8 @@
 """TensorFlow runtime: XLA-compiled ``tf.function``s over the Keras variables.
 
-As on JAX, inside ``fit`` an update waits for the next ``act`` and runs with it
-as one compiled call (update, then act with the new weights), so each env step
-pays for one ``tf.function`` dispatch instead of two; ``update`` then returns the
-previous update's metrics. Metrics come back as one stacked vector.
+As on JAX, inside ``fit`` an update runs with the next ``act`` as one compiled
+call (``FusedRuntime``), so each env step pays for one ``tf.function`` dispatch
+instead of two.
 
 Calls go to concrete functions cached by input shapes and dtypes: a
 ``tf.function`` call spends about twice as long matching its arguments to a
@@ -15,10 +14,10 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from keras_rl_gym.backend import Runtime
+from keras_rl_gym.backend import FusedRuntime
 
 
-class TensorFlowRuntime(Runtime):
+class TensorFlowRuntime(FusedRuntime):
     def __init__(self, agent, jit_compile: bool = True):
         super().__init__(agent)
         self.groups = agent.optimizer_groups()
@@ -28,10 +27,6 @@ class TensorFlowRuntime(Runtime):
         self._update_act = tf.function(self._update_act_fn, jit_compile=jit_compile, reduce_retracing=True)
         self._targets = {}
         self._concrete = {}  # (function, input shapes and dtypes) -> concrete function
-        self._metric_names = []  # set when the update is traced
-        self._held = False
-        self._pending = None  # a batch whose update waits for the next act
-        self._last_metrics = None  # the last update's stacked metrics
 
     def _call(self, function, *args):
         key = (function, *((x.shape, x.dtype) for x in tf.nest.flatten(args)))
@@ -64,47 +59,27 @@ class TensorFlowRuntime(Runtime):
         # Automatic control dependencies order these reads after the update's writes.
         return metrics, self.agent.act_graph(obs)
 
-    def hold(self, steps=None):
-        self._held = True
+    # -- FusedRuntime hooks ------------------------------------------------------
+    def _convert_batch(self, batch):
+        return {k: tf.convert_to_tensor(v) for k, v in batch.items()}
 
-    def sync(self):
-        self._flush()
+    def _update_now(self, batch):
+        return self._call(self._update, batch)
 
-    def release(self):
-        self._flush()
-        self._held = False
-        self._last_metrics = None
+    def _update_act_now(self, batch, obs):
+        return self._call(self._update_act, batch, self._convert_obs(obs))
 
-    def _flush(self):
-        if self._pending is not None:
-            batch, self._pending = self._pending, None
-            self._last_metrics = self._call(self._update, batch)
+    def _act_now(self, obs):
+        return self._call(self._act, self._convert_obs(obs))
 
-    def _take_metrics(self):
-        metrics, self._last_metrics = self._last_metrics, None
-        return {} if metrics is None else dict(zip(self._metric_names, metrics.numpy().tolist()))
+    @staticmethod
+    def _convert_obs(obs):
+        return tf.nest.map_structure(tf.convert_to_tensor, obs)  # an array, or a tuple (recurrent state)
 
-    def act(self, obs):
-        obs = tf.nest.map_structure(tf.convert_to_tensor, obs)  # an array, or a tuple (recurrent state)
-        if self._pending is not None:
-            batch, self._pending = self._pending, None
-            self._last_metrics, out = self._call(self._update_act, batch, obs)
-        else:
-            out = self._call(self._act, obs)
+    def _outputs_to_numpy(self, out):
         return out.numpy() if isinstance(out, tf.Tensor) else tf.nest.map_structure(np.asarray, out)
 
-    def update(self, batch):
-        batch = {k: tf.convert_to_tensor(v) for k, v in batch.items()}
-        if not self._held:
-            self._last_metrics = self._call(self._update, batch)
-            return self._take_metrics()
-        self._flush()
-        self._pending = batch
-        return self._take_metrics()
-
-    def update_targets(self, tau):
-        self._flush()
-        tau = float(tau)
+    def _update_targets_now(self, tau):
         if tau not in self._targets:
             self._targets[tau] = tf.function(lambda: self.agent.update_targets(tau), jit_compile=True)
         self._targets[tau]()

@@ -1,0 +1,186 @@
+"""Runtimes report every update's metrics, once, in order, on every backend.
+
+Inside ``hold()`` a fused runtime (JAX, TensorFlow) runs each update with the
+next act, so it reports the update's metrics later than ``update()`` returns.
+These tests play the same script of calls through a held runtime, as ``fit``
+makes them, and one call at a time outside ``hold()``, where every update runs
+at once: the metrics reported, their order, and the weights must be the same.
+"""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+from probe_envs import CounterEnv
+
+from keras_rl_gym import DQNAgent
+from keras_rl_gym.spaces import env_spaces
+
+LENGTH = 4  # CounterEnv episode length: obs [episode, t] with t in 0..LENGTH
+
+
+def counter_batch(seed, n=8, nan=False):
+    """Transitions as CounterEnv makes them: ``next_obs = obs + [0, 1]``, terminated at the last step."""
+    rng = np.random.default_rng(seed)
+    t = rng.integers(0, LENGTH, n)
+    obs = np.stack([rng.integers(0, 20, n), t], axis=1).astype("float32")
+    reward = np.ones(n, "float32")
+    if nan:
+        reward[0] = np.nan
+    return {
+        "obs": obs,
+        "action": rng.integers(0, 2, n).astype("int32"),
+        "reward": reward,
+        "next_obs": obs + np.array([0.0, 1.0], "float32"),
+        "terminated": (t + 1 == LENGTH).astype("float32"),
+    }
+
+
+OBS = counter_batch(99, n=3)["obs"]
+
+
+def make_agents():
+    spaces = env_spaces(CounterEnv(length=LENGTH))
+    plain = DQNAgent(*spaces, hidden_sizes=(8,), max_grad_norm=1.0, seed=0)
+    held = DQNAgent(*spaces, hidden_sizes=(8,), max_grad_norm=1.0, seed=0)
+    held.set_weights(plain.get_weights())
+    return plain, held
+
+
+def play_plain(agent, script):
+    """Each call at once, outside ``hold()``: every ``update`` returns its own metrics."""
+    reported = []
+    for op, *args in script:
+        if op == "update":
+            reported.append(agent.runtime.update(*args))
+        elif op == "act":
+            agent.runtime.act(OBS)
+        elif op == "targets":
+            agent.runtime.update_targets(*args)
+    return reported
+
+
+def play_held(agent, script, stop_on_nan=False):
+    """The script inside ``hold()``, read as ``fit`` reads it: ``update``'s non-empty dicts and,
+    after each act, ``drain()``; then ``drain()`` after ``release()``.
+
+    Returns the metrics reported and, after each act, how many updates were still unreported.
+    """
+    runtime = agent.runtime
+    reported, unreported_after_act, updates = [], [], 0
+
+    def take(metrics_list):
+        reported.extend(m for m in metrics_list if m)
+        return any(not math.isfinite(m["loss"]) for m in metrics_list if m)
+
+    runtime.hold(100)
+    for op, *args in script:
+        if op == "update":
+            updates += 1
+            failed = take([runtime.update(*args)])
+        elif op == "act":
+            runtime.act(OBS)
+            failed = take(runtime.drain())
+            unreported_after_act.append(updates - len(reported))
+        elif op == "targets":
+            runtime.update_targets(*args)
+            failed = False
+        elif op == "sync":
+            runtime.sync()
+            failed = False
+        if stop_on_nan and failed:
+            break  # fit raises NonFiniteLossError here
+    runtime.release()
+    take(runtime.drain())
+    return reported, unreported_after_act
+
+
+def assert_same_metrics(reported, expected):
+    assert len(reported) == len(expected)
+    for got, want in zip(reported, expected):
+        assert got.keys() == want.keys()
+        np.testing.assert_allclose([got[k] for k in want], list(want.values()), rtol=1e-5)
+
+
+def assert_same_weights(a, b):
+    for x, y in zip(a.get_weights(), b.get_weights(), strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+
+
+def update(seed, nan=False):
+    return ("update", counter_batch(seed, nan=nan))
+
+
+SCRIPTS = {
+    # Each update runs with the next act; the last one waits until release.
+    "fused": [update(0), ("act",), update(1), ("act",), update(2), ("act",), update(3)],
+    # Two updates per env step (gradient_steps=2): the second flushes the first.
+    "two_per_act": [update(0), update(1), ("act",), update(2), update(3), ("act",), update(4), update(5)],
+    # Target updates and syncs run a waiting update on its own first.
+    "targets_and_sync": [
+        update(0),
+        ("targets", 1.0),
+        ("act",),
+        update(1),
+        ("act",),
+        update(2),
+        ("sync",),
+        ("act",),
+        update(3),
+        ("targets", 0.5),
+        update(4),
+    ],
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_every_update_reported_once_in_order(name):
+    script = SCRIPTS[name]
+    plain, held = make_agents()
+    expected = play_plain(plain, script)
+    reported, unreported_after_act = play_held(held, script)
+    # One dict per update, the same as one by one: none late by one, none dropped at release.
+    assert_same_metrics(reported, expected)
+    # An act returns only when the updates before it are done: fit can take their
+    # metrics then, at the env step they belong to, before the next update is made.
+    assert unreported_after_act == [0] * len(unreported_after_act)
+
+
+def test_nan_in_the_last_update_before_release_is_reported():
+    script = [update(0), ("act",), update(1), ("act",), update(2, nan=True)]
+    plain, held = make_agents()
+    expected = play_plain(plain, script)
+    assert math.isnan(expected[-1]["loss"])
+    reported, _ = play_held(held, script)
+    assert_same_metrics(reported, expected)
+    assert math.isnan(reported[-1]["loss"])
+    # The non-finite update was not applied: the weights are those after the last finite one.
+    finite, _ = make_agents()
+    play_plain(finite, script[:-1])
+    assert_same_weights(held, finite)
+    assert all(np.isfinite(w).all() for w in held.get_weights())
+
+
+def test_update_queued_after_an_unseen_nan_is_dropped():
+    """A fused runtime learns of a NaN one update late; the update queued meanwhile must not
+    run, so a caller that stops at the NaN keeps the weights from before it, as on torch."""
+    script = [update(0), ("act",), update(1, nan=True), update(2), ("act",), update(3)]
+    plain, held = make_agents()
+    reported, _ = play_held(held, script, stop_on_nan=True)
+    assert math.isnan(reported[-1]["loss"])
+    assert len(reported) == 2  # update(2) never ran, so it has no metrics
+    play_plain(plain, script[:2])
+    assert_same_weights(held, plain)
+
+
+def test_weights_after_fused_updates_match_one_by_one():
+    script = [step for seed in range(6) for step in (update(seed), ("act",))]
+    script += [("targets", 1.0), update(6), update(7), ("targets", 0.3), ("act",), update(8)]
+    plain, held = make_agents()
+    play_plain(plain, script)
+    play_held(held, script)
+    assert_same_weights(held, plain)  # the online and the target network
+    opt_plain, opt_held = (int(keras.ops.convert_to_numpy(a.optimizer.iterations)) for a in (plain, held))
+    assert opt_plain == opt_held == 9
+    np.testing.assert_array_equal(held.act(OBS), plain.act(OBS))
