@@ -202,6 +202,10 @@ def test_save_load_round_trip_keeps_the_policy(tmp_path):
     obs = np.random.default_rng(1).normal(size=(8, 3)).astype("float32")
     np.testing.assert_allclose(loaded.act(obs), agent.act(obs), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(loaded.log_std.numpy(), agent.log_std.numpy())
+    # The one optimizer's state comes back too, so a resumed run goes on with Adam's moments.
+    assert int(keras.ops.convert_to_numpy(loaded.optimizer.iterations)) == agent.updates > 0
+    for old, new in zip(agent.optimizer.variables, loaded.optimizer.variables):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(old), keras.ops.convert_to_numpy(new))
 
 
 # -- bad input ----------------------------------------------------------------------------
@@ -247,3 +251,62 @@ def test_a2c_skips_rollouts_without_a_transition():
     assert agent.updates == 12 and _iterations(agent) == 12
     for old, new in zip(before, agent.get_weights()):
         np.testing.assert_array_equal(old, new)
+
+
+@pytest.mark.parametrize(
+    "cls, kwargs",
+    [
+        (ActorCriticAgent, {}),
+        (ActorCriticAgent, {"value_learning_rate": 3e-3}),  # actor and critic rates differ: MultiOptimizer
+        (PPOAgent, {}),
+        (ReinforceAgent, {"baseline": True}),
+    ],
+)
+def test_value_coef_weighs_the_critic_in_the_joint_update(cls, kwargs):
+    # One loss, one optimizer, one global-norm clip over actor and critic: a larger
+    # value_coef takes a larger share of the clipped gradient norm, so it moves the
+    # policy too. (Adam's first step is lr * sign(g) whatever the scale, so the
+    # difference shows from the second update on.)
+    rng = np.random.default_rng(0)
+    batches = []
+    for _ in range(5):
+        n = 16
+        batch = {
+            "obs": rng.normal(size=(n, 4)).astype("float32"),
+            "action": rng.integers(0, 3, n).astype("int32"),
+            "advantage": rng.normal(size=n).astype("float32"),
+            "returns": (10 * rng.normal(size=n)).astype("float32"),
+        }
+        if cls is PPOAgent:
+            batch["log_prob"] = np.full(n, -math.log(3), np.float32)
+            batch["clip_range"] = np.float32(0.2)
+        else:
+            batch["mask"] = np.ones(n, np.float32)
+        batches.append(batch)
+    weights = {}
+    for value_coef in (0.5, 50.0):
+        agent = cls(OBS, DISCRETE, value_coef=value_coef, max_grad_norm=0.5, seed=0, **kwargs)
+        for batch in batches:
+            agent.runtime.update(batch)
+        weights[value_coef] = [np.array(w) for w in agent.policy_network.get_weights()]
+    gap = max(np.max(np.abs(a - b)) for a, b in zip(weights[0.5], weights[50.0]))
+    assert gap > 1e-4
+
+
+def test_separate_critic_rate_is_one_optimizer_and_survives_save_and_load(tmp_path):
+    env = CounterEnv(length=3)
+    agent = ActorCriticAgent(
+        env.observation_space, env.action_space, n_steps=1, learning_rate=1e-3, value_learning_rate=1e-2, seed=0
+    )
+    groups = agent.optimizer_groups()
+    assert len(groups) == 1 and groups[0][0] is agent.optimizer
+    assert {id(v) for v in groups[0][1]} == {id(v) for v in agent.trainable_variables}
+    rates = sorted(float(keras.ops.convert_to_numpy(opt.learning_rate)) for opt in agent.optimizer.optimizers)
+    assert rates == pytest.approx([1e-3, 1e-2])
+    agent.fit(env, steps=12, verbose=0)
+    path = str(tmp_path / "a2c.keras")
+    agent.save(path)
+    loaded = keras.saving.load_model(path)
+    assert int(keras.ops.convert_to_numpy(loaded.optimizer.iterations)) == 12
+    for old, new in zip(agent.optimizer.variables, loaded.optimizer.variables):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(old), keras.ops.convert_to_numpy(new))

@@ -25,6 +25,9 @@ class ActorCriticAgent(OnPolicyAgent):
 
         L = -mean(log pi(a|s) * A) + value_coef * mean((V(s) - R)^2) - entropy_coef * mean(H)
 
+    is one loss over actor and critic, minimized by one optimizer with one joint
+    gradient-norm clip (``max_grad_norm``), as in SB3 and CleanRL.
+
     Args:
         observation_space: a ``Box`` space.
         action_space: ``Discrete`` or 1-D ``Box``.
@@ -32,7 +35,7 @@ class ActorCriticAgent(OnPolicyAgent):
         gae_lambda: 1.0 gives n-step returns.
         normalize_advantage: standardize the advantages of each update.
         learning_rate: the actor's learning rate (the tutorial's ``lr_a``).
-        value_learning_rate: the critic's (``lr_c``).
+        value_learning_rate: the critic's (``lr_c``): a second Adam for the critic's variables, same loss.
         entropy_coef: weight of the entropy bonus.
         **kwargs: see :class:`~keras_rl_gym.agents.policy.PolicyAgent`.
 

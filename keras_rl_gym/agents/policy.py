@@ -52,6 +52,23 @@ def _np_log_softmax(logits):
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
+if hasattr(keras.optimizers, "MultiOptimizer"):
+
+    class _JointClipMultiOptimizer(keras.optimizers.MultiOptimizer):
+        """A MultiOptimizer that first clips all gradients together to one global norm.
+
+        Its inner optimizers do not clip: ``g <- g * min(1, max_norm / ||g||)`` with
+        ``||g||`` the norm over every variable, actor and critic alike.
+        """
+
+        def __init__(self, optimizer_map, global_clipnorm=None, **kwargs):
+            super().__init__(optimizer_map, **kwargs)
+            self.global_clipnorm = global_clipnorm
+
+        def apply(self, grads, trainable_variables=None):
+            super().apply(self._clip_gradients(list(grads)), trainable_variables)
+
+
 @keras.saving.register_keras_serializable(package="keras_rl_gym")
 class PolicyAgent(Agent):
     """Base of the policy-gradient agents: policy and value networks, sampling, greedy actions.
@@ -64,11 +81,14 @@ class PolicyAgent(Agent):
         network: ``"dense"`` or ``"conv"``.
         use_critic: build a value network (a baseline or critic).
         learning_rate: the policy's Adam learning rate.
-        value_learning_rate: the critic's (defaults to ``learning_rate``).
+        value_learning_rate: the critic's (defaults to ``learning_rate``); when it differs, a
+            ``keras.optimizers.MultiOptimizer`` gives the critic's variables their own Adam.
         learning_rate_decay: multiply both rates by this every 1000 updates.
-        max_grad_norm: clip each network's gradients to this global norm.
+        max_grad_norm: clip the gradients of all variables, actor and critic together, to this global norm.
         entropy_coef: weight of the entropy bonus.
-        value_coef: weight of the critic's loss.
+        value_coef: weight of the critic's loss in the one joint loss. With separate actor and critic
+            networks and Adam (whose step is invariant to the scale of a gradient), it changes the
+            update through the joint ``max_grad_norm`` clip: without a clip it has next to no effect.
         log_std_init: initial log standard deviation of a Gaussian policy.
         gamma: discount factor.
         seed: random seed.
@@ -131,38 +151,53 @@ class PolicyAgent(Agent):
         self.policy_network = networks.mlp(
             obs_shape, self.hidden_sizes, out_size, obs_dtype=obs_dtype, network=network, name="policy"
         )
-        policy_variables = list(self.policy_network.trainable_variables)
         if self.continuous:
             self.log_std = self.add_weight(
                 shape=(out_size,), initializer=keras.initializers.Constant(self.log_std_init), name="log_std"
             )
-            policy_variables.append(self.log_std)
             self._low = self.action_space.low.astype(np.float32)
             self._high = self.action_space.high.astype(np.float32)
         self.value_network = None
-        self.lr_schedule = schedules.learning_rate(learning_rate, learning_rate_decay)
-        self.policy_optimizer = keras.optimizers.Adam(self.lr_schedule, global_clipnorm=max_grad_norm)
-        self.policy_optimizer.build(policy_variables)
         if self.use_critic:
             self.value_network = networks.mlp(
                 obs_shape, self.value_hidden_sizes, 1, obs_dtype=obs_dtype, network=network, name="value"
             )
-            value_lr = schedules.learning_rate(
-                learning_rate if value_learning_rate is None else value_learning_rate, learning_rate_decay
-            )
-            self.value_optimizer = keras.optimizers.Adam(value_lr, global_clipnorm=max_grad_norm)
-            self.value_optimizer.build(self.value_network.trainable_variables)
+        # One loss L = policy + value_coef * value - entropy_coef * entropy over
+        # every trainable variable, one optimizer, one clip of the global norm
+        # ||(g_actor, g_critic)||, as SB3 and CleanRL do. With an Adam per network,
+        # value_coef would be undone by Adam's scale invariance (c * g gives the
+        # same step as g), and each network would be clipped on its own.
+        self.lr_schedule = schedules.learning_rate(learning_rate, learning_rate_decay)
+        value_lr, self.value_optimizer = value_learning_rate, None
+        if self.value_network is None or value_lr is None or value_lr == learning_rate:
+            self.optimizer = keras.optimizers.Adam(self.lr_schedule, global_clipnorm=max_grad_norm)
+        else:
+            # The tutorial's separate lr_a and lr_c, still on the one loss: the critic's
+            # variables go to an Adam of their own, after the joint clip.
+            actor = keras.optimizers.Adam(self.lr_schedule)
+            critic = keras.optimizers.Adam(schedules.learning_rate(value_lr, learning_rate_decay))
+            critic_ids = {id(v) for v in self.value_network.trainable_variables}
+            select = lambda v: critic if id(v) in critic_ids else actor  # noqa: E731
+            if hasattr(keras.optimizers, "MultiOptimizer"):
+                self.optimizer = _JointClipMultiOptimizer(select, global_clipnorm=max_grad_norm)
+            else:
+                # A Keras without MultiOptimizer: two optimizers, each clipping its own
+                # network's gradients, so value_coef does not trade actor against critic.
+                actor.global_clipnorm = critic.global_clipnorm = max_grad_norm
+                self.optimizer, self.value_optimizer = actor, critic
+                self.value_optimizer.build(self.value_network.trainable_variables)
+        if self.value_optimizer is not None:
+            self.optimizer.build([v for v in self.trainable_variables if id(v) not in critic_ids])
+        else:
+            self.optimizer.build(self.trainable_variables)
         self.built = True
 
     def optimizer_groups(self):
-        # Actor and critic keep their own optimizers (and learning rates), as in the tutorial.
-        policy_variables = list(self.policy_network.trainable_variables)
-        if self.continuous:
-            policy_variables.append(self.log_std)
-        groups = [(self.policy_optimizer, policy_variables)]
-        if self.value_network is not None:
-            groups.append((self.value_optimizer, list(self.value_network.trainable_variables)))
-        return groups
+        if self.value_optimizer is not None:  # the fallback without MultiOptimizer (see __init__)
+            critic = list(self.value_network.trainable_variables)
+            actor = [v for v in self.trainable_variables if all(v is not c for c in critic)]
+            return [(self.optimizer, actor), (self.value_optimizer, critic)]
+        return [(self.optimizer, list(self.trainable_variables))]
 
     # -- graph (keras.ops) ---------------------------------------------------------
     def call(self, obs, training=False):

@@ -23,7 +23,9 @@ class PPOAgent(OnPolicyAgent):
             + value_coef * mean((V(s) - R)^2) - entropy_coef * mean(H[pi(.|s)])
 
     where ``rho = pi(a|s) / pi_old(a|s)``. The advantages ``A`` and returns ``R``
-    come from the host as data, so no gradient flows through them. A time-limit
+    come from the host as data, so no gradient flows through them. One optimizer
+    minimizes ``L`` over policy and value networks, with one joint gradient-norm
+    clip (``max_grad_norm``), as in SB3 and CleanRL. A time-limit
     truncation bootstraps from the critic's value of the last observation.
 
     Args:

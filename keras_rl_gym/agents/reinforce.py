@@ -21,8 +21,10 @@ class ReinforceAgent(PolicyAgent):
         L = -mean(log pi(a_t|s_t) * stop_gradient(G_t - b(s_t)))
 
     with ``b = 0``, or a learned value ``V(s)`` (``baseline=True``) regressed on
-    ``G_t`` with an MSE loss. An episode cut by a time limit is completed with the
-    baseline's value of its last state (without a baseline, its return stops there).
+    ``G_t`` with an MSE loss, added as ``value_coef * mean((V(s_t) - G_t)^2)`` to
+    the one loss that one optimizer minimizes over policy and baseline. An episode
+    cut by a time limit is completed with the baseline's value of its last state
+    (without a baseline, its return stops there).
 
     Args:
         observation_space: a ``Box`` space.
