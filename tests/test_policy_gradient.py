@@ -1,6 +1,8 @@
 """Policy-gradient agents: returns and GAE against hand-computed values, the PPO loss, truncation, bad input."""
 
+import json
 import math
+import pathlib
 
 import gymnasium as gym
 import keras
@@ -310,3 +312,13 @@ def test_separate_critic_rate_is_one_optimizer_and_survives_save_and_load(tmp_pa
     assert int(keras.ops.convert_to_numpy(loaded.optimizer.iterations)) == 12
     for old, new in zip(agent.optimizer.variables, loaded.optimizer.variables):
         np.testing.assert_allclose(keras.ops.convert_to_numpy(old), keras.ops.convert_to_numpy(new))
+
+
+def test_actor_critic_config_decays_the_learning_rate_as_the_tutorial_over_its_run():
+    # The tutorial multiplies lr by 0.999 per episode over 800 episodes (0.45 in all);
+    # here the decay counts updates, one per transition with n_steps=1.
+    config = json.loads((pathlib.Path(__file__).parents[1] / "configs" / "actor-critic-cartpole.json").read_text())
+    assert config["agent"]["n_steps"] == 1
+    updates = config["train"]["steps"]
+    overall = config["agent"]["learning_rate_decay"] ** (updates / 1000)
+    assert overall == pytest.approx(0.999**800, rel=0.05)
