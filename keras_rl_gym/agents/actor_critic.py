@@ -93,8 +93,7 @@ class ActorCriticAgent(OnPolicyAgent):
         padded = self.n_steps * self.rollout.num_envs
         batch = {key: pad_rows(value, padded) for key, value in batch.items() if key != "log_prob"}
         batch["mask"] = pad_rows(np.ones(size, np.float32), padded)
-        self.updates += 1
-        yield self.runtime.update(batch)
+        yield self.train_step(batch)
 
     def get_config(self):
         config = super().get_config()

@@ -225,7 +225,7 @@ class Agent(keras.Model):
         self.observation_space = space_from_config(observation_space)
         self.action_space = space_from_config(action_space)
         # Algorithms act in 0-based indices; a Discrete(n, start=s) env gets index + s.
-        self._action_start = int(getattr(self.action_space, "start", 0))
+        self._action_start = int(self.action_space.start) if isinstance(self.action_space, gym.spaces.Discrete) else 0
         if not 0.0 <= gamma <= 1.0:
             raise ValueError(f"gamma must be in [0, 1], got {gamma}.")
         self.gamma = float(gamma)
@@ -466,6 +466,18 @@ class Agent(keras.Model):
         interval = _Interval(self, start)
         self.stop_training = False
         self.last_checkpoint = None
+        # Env steps of the updates whose metrics have not come back yet: a fused runtime
+        # reports them an update later, and each belongs to the step it was made at.
+        updates, first_update = deque(), self.updates
+
+        def take(metrics):
+            if not metrics:
+                return
+            step = updates.popleft()
+            self._check_finite(metrics, step, checkpoint_path)
+            interval.add_metrics(metrics)
+            for cb in cbs.batch_end:
+                cb.on_train_batch_end(self.updates - len(updates) - 1 - first_update, metrics)
 
         with _DeferredSignals() as signals:
             try:
@@ -479,6 +491,8 @@ class Agent(keras.Model):
                 while self.env_steps < end and not self.stop_training:
                     signals.check()
                     actions = self._explore(loop.obs, self.env_steps)
+                    for metrics in self.runtime.drain():  # the act ran a waiting update: check it now
+                        take(metrics)
                     t = loop.step(self._to_env(actions))
                     self._observe(t.obs, actions, t.reward, t.next_obs, t.terminated, t.truncated, t.valid)
                     self._episode_ended(t.restart)  # recurrent state restarts with each episode
@@ -489,16 +503,17 @@ class Agent(keras.Model):
                         game = {"episode_return": ret, "episode_length": length, "env_steps": self.env_steps}
                         cbs("on_episode_end", self.episodes - 1, game)
                     for metrics in self._train(self.env_steps, t.n_valid):
-                        self._check_finite(metrics, checkpoint_path)
-                        interval.add_metrics(metrics)
-                        for cb in cbs.batch_end:
-                            cb.on_train_batch_end(self.updates - 1, metrics)
+                        updates.append(self.env_steps)
+                        take(metrics)
                     if self.env_steps >= next_log or self.env_steps >= end:
+                        for metrics in self.runtime.drain(wait=True):
+                            take(metrics)
                         cbs("on_epoch_end", epoch, interval.logs())
                         interval.restart()
                         epoch, next_log = epoch + 1, next_log + log_every
                         if self.env_steps < end:
                             cbs("on_epoch_begin", epoch)
+                            self.runtime.reload_learning_rates()
                     # Progress goes out a few times a second (and at steps callbacks
                     # asked for), not every step: the mean of recent returns alone
                     # costs more than a CartPole step.
@@ -508,6 +523,8 @@ class Agent(keras.Model):
                         progress = {"episodes": self.episodes, "recent_return": interval.recent_return()}
                         cbs("on_progress", self.env_steps - start, dict(progress, steps=steps))
                         due = cbs.due_step()
+                for metrics in self.runtime.drain(wait=True):
+                    take(metrics)  # the last update's metrics: a NaN there still stops fit
                 signals.check()
             except BaseException as error:
                 self._fit_failed(error, cbs, interval.logs(), checkpoint_path)
@@ -551,14 +568,14 @@ class Agent(keras.Model):
                 f"The env's action space {venv.single_action_space} does not match the agent's {self.action_space}."
             )
 
-    def _check_finite(self, metrics: dict, checkpoint_path: str) -> None:
+    def _check_finite(self, metrics: dict, step: int, checkpoint_path: str) -> None:
         loss = metrics.get("loss", 0.0)
         if math.isfinite(loss):
             return
         # The runtime skipped this update, so the weights are the last finite ones;
         # fit's failure path saves them.
         raise NonFiniteLossError(
-            f"Non-finite loss ({loss}) at env step {self.env_steps}: training stopped. "
+            f"Non-finite loss ({loss}) at env step {step}: training stopped. "
             f"The last finite weights are saved to {os.path.abspath(checkpoint_path)}. "
             "Lower the learning rate, clip gradients or rewards, or check the env's rewards.",
             checkpoint_path=checkpoint_path,

@@ -131,8 +131,7 @@ class PPOAgent(OnPolicyAgent):
                 if self.normalize_advantage:
                     minibatch["advantage"] = standardize(minibatch["advantage"])
                 minibatch["clip_range"] = np.float32(self.current_clip_range)
-                self.updates += 1
-                yield self.runtime.update(minibatch)
+                yield self.train_step(minibatch)
 
     def _log_values(self):
         return {**super()._log_values(), "clip_range": float(self.current_clip_range)}

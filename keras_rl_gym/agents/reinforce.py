@@ -123,8 +123,7 @@ class ReinforceAgent(PolicyAgent):
         batch = {key: pad_rows(value, padded) for key, value in batch.items()}
         batch["action"] = batch["action"].astype(self._action_field()[1])
         batch["mask"] = pad_rows(np.ones(size, np.float32), padded)
-        self.updates += 1
-        yield self.runtime.update(batch)
+        yield self.train_step(batch)
 
     def get_config(self):
         config = super().get_config()

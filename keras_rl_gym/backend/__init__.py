@@ -100,6 +100,11 @@ class Runtime:
         """Moves target networks toward the online networks by ``tau``."""
         raise NotImplementedError
 
+    def reload_learning_rates(self) -> None:
+        """Takes the optimizers' learning-rate variables anew, after a callback set them
+        (Keras's ``LearningRateScheduler``). Nothing to do where the compiled update reads
+        the Keras variables themselves (TensorFlow, torch)."""
+
 
 class FusedRuntime(Runtime):
     """A runtime that, while held, runs each update together with the next act.

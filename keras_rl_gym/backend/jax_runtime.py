@@ -53,18 +53,26 @@ class JaxRuntime(FusedRuntime):
         super().sync()
         if self.state is None:
             return
+        # Copies again: a Keras variable keeps the array it is given, and the next
+        # update, when fit goes on after a mid-fit sync (a checkpoint), donates it.
         trainable, non_trainable, opt_values = self.state
-        for v, x in zip(self.trainable, trainable):
-            v.assign(x)
-        for v, x in zip(self.non_trainable, non_trainable):
-            v.assign(x)
+        pairs = [*zip(self.trainable, trainable), *zip(self.non_trainable, non_trainable)]
         for (opt, _), values in zip(self.groups, opt_values):
-            for v, x in zip(opt.variables, values):
-                v.assign(x)
+            pairs += zip(opt.variables, values)
+        for v, x in pairs:
+            v.assign(jnp.array(x, copy=True))
 
     def release(self):
         super().release()
         self.state = None
+
+    def reload_learning_rates(self):
+        if self.state is None:
+            return
+        for (opt, _), values in zip(self.groups, self.state[2]):
+            for i, v in enumerate(opt.variables):
+                if v is opt._learning_rate:  # a float rate's variable; a schedule has none
+                    values[i] = jnp.array(v.value, copy=True)
 
     def _mapping(self, trainable, non_trainable):
         return list(zip(self.trainable, trainable)) + list(zip(self.non_trainable, non_trainable))
