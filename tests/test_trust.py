@@ -132,6 +132,8 @@ def test_failing_callback_and_nan_loss_take_the_same_path(tmp_path):
     logger = MLflowLogger(experiment_name="trust")
     with pytest.raises(NonFiniteLossError) as info:
         agent.fit(nan_env, steps=500, verbose=0, log_every=10, callbacks=[logger])
+    # Named at the step its update was made, before another env step: on every backend.
+    assert f"at env step {agent.env_steps}:" in str(info.value) and agent.env_steps >= 20
     assert os.path.exists(info.value.checkpoint_path)
     loaded = keras.saving.load_model(info.value.checkpoint_path)
     assert all(np.isfinite(w).all() for w in loaded.get_weights())
