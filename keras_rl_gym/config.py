@@ -508,18 +508,13 @@ def _keep_failed_run(error: BaseException, agent, logger, path: str, in_fit: boo
         except Exception as save_error:
             warnings.warn(f"Could not save the agent to {path}: {save_error}", stacklevel=3)
     if logger is not None and logger.run_id is not None:
-        status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
         try:
-            client = logger.client
-            if client.get_run(logger.run_id).info.status == "RUNNING":
-                # Still open: no on_fit_error heard this failure (it came after fit): record it as that would.
-                client.set_tag(logger.run_id, "error", (f"{type(error).__name__}: {error}")[:5000])
-                if saved is not None:
-                    client.log_artifact(logger.run_id, saved, artifact_path="checkpoint")
-            # A no-op when on_fit_error has ended the run already.
-            logger.end(status=status)
+            # Still open when the failure came after fit: no on_fit_error heard it yet. The
+            # logger's own path tags the error, logs the checkpoint and ends the run FAILED/KILLED.
+            if logger.client.get_run(logger.run_id).info.status == "RUNNING":
+                logger.on_fit_error(error, {"checkpoint_path": saved})
         except Exception as mlflow_error:
-            warnings.warn(f"Could not end the MLflow run {logger.run_id} {status}: {mlflow_error}", stacklevel=3)
+            warnings.warn(f"Could not end the MLflow run {logger.run_id}: {mlflow_error}", stacklevel=3)
     try:
         error.checkpoint_path = saved
     except AttributeError:
