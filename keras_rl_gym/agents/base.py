@@ -470,14 +470,14 @@ class Agent(keras.Model):
         # reports them an update later, and each belongs to the step it was made at.
         updates, first_update = deque(), self.updates
 
-        def take(metrics):
-            if not metrics:
-                return
-            step = updates.popleft()
-            self._check_finite(metrics, step, checkpoint_path)
-            interval.add_metrics(metrics)
-            for cb in cbs.batch_end:
-                cb.on_train_batch_end(self.updates - len(updates) - 1 - first_update, metrics)
+        def take(reported):
+            # Each non-empty dict is the metrics of the oldest update not yet reported.
+            for metrics in filter(None, reported):
+                step = updates.popleft()
+                self._check_finite(metrics, step, checkpoint_path)
+                interval.add_metrics(metrics)
+                for cb in cbs.batch_end:
+                    cb.on_train_batch_end(self.updates - len(updates) - 1 - first_update, metrics)
 
         with _DeferredSignals() as signals:
             try:
@@ -491,8 +491,7 @@ class Agent(keras.Model):
                 while self.env_steps < end and not self.stop_training:
                     signals.check()
                     actions = self._explore(loop.obs, self.env_steps)
-                    for metrics in self.runtime.drain():  # the act ran a waiting update: check it now
-                        take(metrics)
+                    take(self.runtime.drain())  # the act ran a waiting update: check it now
                     t = loop.step(self._to_env(actions))
                     self._observe(t.obs, actions, t.reward, t.next_obs, t.terminated, t.truncated, t.valid)
                     self._episode_ended(t.restart)  # recurrent state restarts with each episode
@@ -504,10 +503,9 @@ class Agent(keras.Model):
                         cbs("on_episode_end", self.episodes - 1, game)
                     for metrics in self._train(self.env_steps, t.n_valid):
                         updates.append(self.env_steps)
-                        take(metrics)
+                        take([metrics])
                     if self.env_steps >= next_log or self.env_steps >= end:
-                        for metrics in self.runtime.drain(wait=True):
-                            take(metrics)
+                        take(self.runtime.drain(wait=True))
                         cbs("on_epoch_end", epoch, interval.logs())
                         interval.restart()
                         epoch, next_log = epoch + 1, next_log + log_every
@@ -523,8 +521,7 @@ class Agent(keras.Model):
                         progress = {"episodes": self.episodes, "recent_return": interval.recent_return()}
                         cbs("on_progress", self.env_steps - start, dict(progress, steps=steps))
                         due = cbs.due_step()
-                for metrics in self.runtime.drain(wait=True):
-                    take(metrics)  # the last update's metrics: a NaN there still stops fit
+                take(self.runtime.drain(wait=True))  # the last update's metrics: a NaN there still stops fit
                 signals.check()
             except BaseException as error:
                 self._fit_failed(error, cbs, interval.logs(), checkpoint_path)
