@@ -51,41 +51,72 @@ def _check_positive(name: str, value) -> int:
     return int(value)
 
 
-class _Callbacks:
-    """Dispatches Keras callback hooks and the RL hooks keras-rl-gym adds.
+# Standard Keras callbacks that cannot mean anything in an RL fit, and what to use instead.
+_REFUSED_CALLBACKS = {
+    "ProgbarLogger": "it counts batches of a supervised epoch; fit(verbose=1) shows a bar of env steps",
+    "BackupAndRestore": "it restores epochs of a dataset; use keras_rl_gym.callbacks.Checkpoint and resume with "
+    "keras.saving.load_model(path).fit(env, steps) (the CLI's --resume)",
+    "OrbaxCheckpoint": "use keras.callbacks.ModelCheckpoint or keras_rl_gym.callbacks.Checkpoint (the whole agent)",
+    "SwapEMAWeights": "an agent's optimizers keep no EMA weights (use_ema) to swap in",
+}
 
-    Plain ``keras.callbacks.Callback``s work unchanged; the RL hooks
-    (``on_episode_end``, ``on_progress``, ``on_fit_error``) are called only on
-    callbacks that define them. ``on_train_batch_begin``/``end`` (one "batch"
-    per update, so Keras's ``ModelCheckpoint(save_freq=N)`` counts N updates)
-    go only to callbacks that override them: they run thousands of times a second.
+
+class _Callbacks(keras.callbacks.CallbackList):
+    """Keras's ``CallbackList``, with the RL hooks keras-rl-gym adds.
+
+    The standard hooks mean in ``fit`` what they mean in Keras, with RL's units:
+    a *batch* is one gradient update (so ``ModelCheckpoint(save_freq=N)`` counts
+    N updates and ``TerminateOnNaN`` sees each update's loss), an *epoch* is one
+    logged interval of ``log_every`` env steps (``EarlyStopping``, ``CSVLogger``,
+    ``LearningRateScheduler`` and ``TensorBoard`` act on its logs). The RL hooks
+    (``on_episode_end``, ``on_progress``, ``on_fit_error``) go to the callbacks
+    that define them. Batch hooks run only when some callback overrides one:
+    they would run thousands of times a second.
     """
 
     def __init__(self, callbacks, agent, params):
-        self.callbacks = list(callbacks)
-        for cb in self.callbacks:
-            cb.set_model(agent)
-            cb.set_params(params)
+        for cb in callbacks:
+            if not isinstance(cb, keras.callbacks.Callback):
+                raise TypeError(f"fit's callbacks must be keras.callbacks.Callback instances, got {type(cb).__name__}.")
+            why = _REFUSED_CALLBACKS.get(type(cb).__name__) if type(cb).__module__.startswith("keras.") else None
+            if why:
+                raise ValueError(f"{type(cb).__name__} is not supported by {type(agent).__name__}.fit: {why}.")
+        super().__init__(list(callbacks), model=agent, **params)
         base = keras.callbacks.Callback
-        # Keras's Callback.on_train_batch_end calls on_batch_end (TerminateOnNaN overrides that one).
-        self.batch_end = [
-            cb
+        # Keras's Callback.on_train_batch_* call on_batch_* (TerminateOnNaN overrides on_batch_end).
+        self.batch_hooks = any(
+            getattr(type(cb), hook) is not getattr(base, hook)
             for cb in self.callbacks
-            if type(cb).on_train_batch_end is not base.on_train_batch_end
-            or type(cb).on_batch_end is not base.on_batch_end
-        ]
+            for hook in ("on_train_batch_begin", "on_train_batch_end", "on_batch_begin", "on_batch_end")
+        )
 
-    def __call__(self, hook, *args, **kwargs):
+    def on_batch(self, batch: int, logs: dict) -> None:
+        """One update, reported: ``on_train_batch_begin`` then ``on_train_batch_end``.
+
+        Both fire when the update's metrics come back, which on a fused runtime is
+        after it ran (with the next act), so ``begin`` does not precede its computation.
+        """
+        if self.batch_hooks:
+            self.on_train_batch_begin(batch)
+            self.on_train_batch_end(batch, logs)
+
+    def _rl_hook(self, hook, *args) -> None:
         for cb in self.callbacks:
             method = getattr(cb, hook, None)
             if method is not None:
-                method(*args, **kwargs)
+                method(*args)
+
+    def on_episode_end(self, episode: int, logs: dict) -> None:
+        self._rl_hook("on_episode_end", episode, logs)
+
+    def on_progress(self, step: int, logs: dict) -> None:
+        self._rl_hook("on_progress", step, logs)
 
     def due_step(self) -> float:
         """The earliest env step at which some callback asked for ``on_progress`` (its ``due_step``)."""
         return min((getattr(cb, "due_step", math.inf) for cb in self.callbacks), default=math.inf)
 
-    def fit_error(self, error, logs) -> None:
+    def on_fit_error(self, error, logs) -> None:
         # Every callback hears of the error, even when one of them fails in turn.
         for cb in self.callbacks:
             method = getattr(cb, "on_fit_error", None)
@@ -299,6 +330,28 @@ class Agent(keras.Model):
         if self._runtime is not None:
             self._runtime.sync()
 
+    # Keras's weight accessors, also in the middle of fit (a callback's): held state is
+    # written back before a read, and taken anew after a write.
+    def get_weights(self):
+        self.sync_weights()
+        return super().get_weights()
+
+    def set_weights(self, weights):
+        self.sync_weights()
+        super().set_weights(weights)
+        if self._runtime is not None:
+            self._runtime.reload()
+
+    def save_weights(self, filepath, *args, **kwargs):
+        self.sync_weights()
+        return super().save_weights(filepath, *args, **kwargs)
+
+    def load_weights(self, filepath, *args, **kwargs):
+        self.sync_weights()
+        super().load_weights(filepath, *args, **kwargs)
+        if self._runtime is not None:
+            self._runtime.reload()
+
     def act(self, obs, training: bool = False):
         """Actions for ``obs``: one observation or a batch.
 
@@ -413,8 +466,16 @@ class Agent(keras.Model):
             env: a ``gymnasium.Env``, a ``gymnasium.vector.VectorEnv`` (N envs
                 stepped together; every sub-env step counts) or an env id.
             steps: number of environment transitions to train on.
-            callbacks: ``keras.callbacks.Callback``s; keras-rl-gym's own also get
-                ``on_episode_end``, ``on_progress`` and ``on_fit_error``.
+            callbacks: ``keras.callbacks.Callback``s, called as Keras's
+                ``CallbackList`` calls them: a batch is one gradient update, an
+                epoch one interval of ``log_every`` env steps. ``ModelCheckpoint``,
+                ``EarlyStopping``, ``CSVLogger``, ``LearningRateScheduler``,
+                ``ReduceLROnPlateau``, ``TerminateOnNaN`` (which makes a NaN loss
+                end ``fit`` normally instead of raising), ``TensorBoard`` and
+                ``LambdaCallback`` work; ``ProgbarLogger``, ``BackupAndRestore``,
+                ``OrbaxCheckpoint`` and ``SwapEMAWeights`` are refused with the
+                reason. keras-rl-gym's own also get ``on_episode_end``,
+                ``on_progress`` and ``on_fit_error``.
             verbose: 1 shows a progress bar, 0 is silent.
             log_every: env steps between logged intervals (one ``History`` entry each).
             seed: seed of the env's reset (defaults to one derived from the
@@ -468,16 +529,22 @@ class Agent(keras.Model):
         self.last_checkpoint = None
         # Env steps of the updates whose metrics have not come back yet: a fused runtime
         # reports them an update later, and each belongs to the step it was made at.
-        updates, first_update = deque(), self.updates
+        updates, epoch_start = deque(), self.updates
 
         def take(reported):
             # Each non-empty dict is the metrics of the oldest update not yet reported.
             for metrics in filter(None, reported):
                 step = updates.popleft()
-                self._check_finite(metrics, step, checkpoint_path)
-                interval.add_metrics(metrics)
-                for cb in cbs.batch_end:
-                    cb.on_train_batch_end(self.updates - len(updates) - 1 - first_update, metrics)
+                cbs.on_batch(self.updates - len(updates) - 1 - epoch_start, metrics)
+                if math.isfinite(metrics.get("loss", 0.0)):
+                    interval.add_metrics(metrics)
+                elif self.stop_training:
+                    # A callback (TerminateOnNaN) chose to stop: fit ends normally on the
+                    # last finite weights (the runtime skipped this update and any after it).
+                    warnings.warn(f"Non-finite loss at env step {step}: training stopped by a callback.", stacklevel=3)
+                    return
+                else:
+                    self._raise_non_finite(metrics, step, checkpoint_path)
 
         with _DeferredSignals() as signals:
             try:
@@ -485,8 +552,8 @@ class Agent(keras.Model):
                 self._reset_policy_state(n)
                 self.runtime.hold(steps)
                 loop.reset(seed)
-                cbs("on_train_begin")
-                cbs("on_epoch_begin", 0)
+                cbs.on_train_begin()
+                cbs.on_epoch_begin(0)
                 epoch, next_log, next_progress, due = 0, start + log_every, 0.0, cbs.due_step()
                 while self.env_steps < end and not self.stop_training:
                     signals.check()
@@ -500,18 +567,25 @@ class Agent(keras.Model):
                         self.episodes += 1
                         interval.add_game(ret, length)
                         game = {"episode_return": ret, "episode_length": length, "env_steps": self.env_steps}
-                        cbs("on_episode_end", self.episodes - 1, game)
-                    for metrics in self._train(self.env_steps, t.n_valid):
+                        cbs.on_episode_end(self.episodes - 1, game)
+                    # After a batch callback's stop (TerminateOnNaN) no update runs, and the round ends, as in Keras.
+                    for metrics in () if self.stop_training else self._train(self.env_steps, t.n_valid):
                         updates.append(self.env_steps)
                         take([metrics])
-                    if self.env_steps >= next_log or self.env_steps >= end:
+                        if self.stop_training:
+                            break
+                    if self.env_steps >= next_log or self.env_steps >= end or self.stop_training:
                         take(self.runtime.drain(wait=True))
-                        cbs("on_epoch_end", epoch, interval.logs())
+                        # Epoch callbacks (EarlyStopping's best weights, a user's) read the Keras variables.
+                        self.runtime.sync()
+                        cbs.on_epoch_end(epoch, interval.logs())
                         interval.restart()
-                        epoch, next_log = epoch + 1, next_log + log_every
-                        if self.env_steps < end:
-                            cbs("on_epoch_begin", epoch)
-                            self.runtime.reload_learning_rates()
+                        epoch, next_log, epoch_start = epoch + 1, next_log + log_every, self.updates
+                        if self.env_steps < end and not self.stop_training:
+                            cbs.on_epoch_begin(epoch)
+                        # A rate an epoch callback set (LearningRateScheduler, ReduceLROnPlateau)
+                        # is the one held state goes on with, and the one release writes back.
+                        self.runtime.reload_learning_rates()
                     # Progress goes out a few times a second (and at steps callbacks
                     # asked for), not every step: the mean of recent returns alone
                     # costs more than a CartPole step.
@@ -519,7 +593,7 @@ class Agent(keras.Model):
                     if t.n_valid and (now >= next_progress or self.env_steps >= due or self.env_steps >= end):
                         next_progress = now + PROGRESS_INTERVAL
                         progress = {"episodes": self.episodes, "recent_return": interval.recent_return()}
-                        cbs("on_progress", self.env_steps - start, dict(progress, steps=steps))
+                        cbs.on_progress(self.env_steps - start, dict(progress, steps=steps))
                         due = cbs.due_step()
                 take(self.runtime.drain(wait=True))  # the last update's metrics: a NaN there still stops fit
                 signals.check()
@@ -528,7 +602,7 @@ class Agent(keras.Model):
                 raise
         self.runtime.release()
         logs = dict(interval.logs(), trained_steps=float(self.env_steps - start))
-        cbs("on_train_end", logs)
+        cbs.on_train_end(logs)
         return history
 
     def _reset_seed(self) -> int | None:
@@ -552,7 +626,7 @@ class Agent(keras.Model):
             self.last_checkpoint = checkpoint_path
         except Exception as save_error:  # noqa: BLE001
             warnings.warn(f"Could not save the agent to {checkpoint_path}: {save_error!r}", stacklevel=3)
-        cbs.fit_error(error, dict(logs, checkpoint_path=self.last_checkpoint))
+        cbs.on_fit_error(error, dict(logs, checkpoint_path=self.last_checkpoint))
 
     def _check_env(self, venv) -> None:
         if not same_space(venv.single_observation_space, self.observation_space):
@@ -565,10 +639,8 @@ class Agent(keras.Model):
                 f"The env's action space {venv.single_action_space} does not match the agent's {self.action_space}."
             )
 
-    def _check_finite(self, metrics: dict, step: int, checkpoint_path: str) -> None:
-        loss = metrics.get("loss", 0.0)
-        if math.isfinite(loss):
-            return
+    def _raise_non_finite(self, metrics: dict, step: int, checkpoint_path: str) -> None:
+        loss = metrics["loss"]
         # The runtime skipped this update, so the weights are the last finite ones;
         # fit's failure path saves them.
         raise NonFiniteLossError(

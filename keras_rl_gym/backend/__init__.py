@@ -100,6 +100,11 @@ class Runtime:
         """Moves target networks toward the online networks by ``tau``."""
         raise NotImplementedError
 
+    def reload(self) -> None:
+        """Takes any held state anew from the Keras variables, after a caller assigned them
+        (``set_weights`` in a callback). Nothing to do where the compiled calls read the
+        Keras variables themselves (TensorFlow, torch)."""
+
     def reload_learning_rates(self) -> None:
         """Takes the optimizers' learning-rate variables anew, after a callback set them
         (Keras's ``LearningRateScheduler``). Nothing to do where the compiled update reads

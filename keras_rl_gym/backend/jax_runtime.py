@@ -66,6 +66,10 @@ class JaxRuntime(FusedRuntime):
         super().release()
         self.state = None
 
+    def reload(self):
+        if self.state is not None:
+            self.state = self._read_variables()
+
     def reload_learning_rates(self):
         if self.state is None:
             return
