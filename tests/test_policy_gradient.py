@@ -11,7 +11,6 @@ import pytest
 from probe_envs import CounterEnv
 
 from keras_rl_gym import ActorCriticAgent, PPOAgent, ReinforceAgent
-from keras_rl_gym.agents.policy import categorical_log_prob, gaussian_entropy, gaussian_log_prob
 from keras_rl_gym.rollouts import bootstrap_truncated, discounted_returns, gae
 
 OBS = gym.spaces.Box(-np.inf, np.inf, (4,), np.float32)
@@ -112,23 +111,7 @@ def test_reinforce_completes_truncated_episodes_with_the_baseline():
     np.testing.assert_allclose(seen[0]["returns"], [1 + 0.5 * (1 + 0.5 * v_final), 1 + 0.5 * v_final], rtol=1e-4)
 
 
-# -- distributions and losses ------------------------------------------------------------
-def test_log_probs_and_entropy_match_numpy():
-    logits = np.array([[1.0, 2.0, 0.5], [0.0, 0.0, 3.0]], np.float32)
-    action = np.array([1, 2])
-    log_softmax = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
-    got = keras.ops.convert_to_numpy(categorical_log_prob(logits, action))
-    np.testing.assert_allclose(got, log_softmax[[0, 1], action], rtol=1e-5)
-    mean = np.array([[0.0, 1.0]], np.float32)
-    log_std = np.array([[0.1, -0.3]], np.float32)
-    a = np.array([[0.5, 0.2]], np.float32)
-    std = np.exp(log_std)
-    expected = np.sum(-0.5 * ((a - mean) / std) ** 2 - np.log(std) - 0.5 * math.log(2 * math.pi))
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(gaussian_log_prob(mean, log_std, a)), [expected], rtol=1e-5)
-    entropy = np.sum(0.5 * np.log(2 * math.pi * math.e * std**2))
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(gaussian_entropy(log_std)), [entropy], rtol=1e-5)
-
-
+# -- losses ------------------------------------------------------------------------------
 def _numpy_mlp(model, prefix, x, n_hidden=2):
     h = x
     for i in range(n_hidden):
