@@ -154,6 +154,47 @@ def test_ppo_clipped_loss_on_a_fixed_batch():
     assert agent.runtime.update(batch)["loss"] == pytest.approx(expected, rel=1e-4)
 
 
+def test_ppo_gaussian_loss_on_a_fixed_batch():
+    agent = PPOAgent(OBS, BOX, value_coef=0.5, entropy_coef=0.01, seed=0)
+    agent.log_std.assign(np.array([-0.5, 0.3], np.float32))  # unequal per dimension, and not the initial 0
+    rng = np.random.default_rng(1)
+    n = 16
+    batch = {
+        "obs": rng.normal(size=(n, 4)).astype("float32"),
+        # Stored actions are the unclipped samples, which may lie outside the Box's [-2, 2].
+        "action": (1.5 * rng.normal(size=(n, 2))).astype("float32"),
+        "advantage": rng.normal(size=n).astype("float32"),
+        "returns": rng.normal(size=n).astype("float32"),
+        "clip_range": np.float32(0.2),
+    }
+    mean = _numpy_mlp(agent.policy_network, "policy", batch["obs"])
+    std = np.exp(np.array([-0.5, 0.3]))
+    # log N(a; mu, sigma^2) summed over the two independent dimensions.
+    log_p = np.sum(-0.5 * ((batch["action"] - mean) / std) ** 2 - np.log(std * math.sqrt(2 * math.pi)), -1)
+    batch["log_prob"] = (log_p + rng.normal(scale=0.4, size=n)).astype("float32")
+    ratio = np.exp(log_p - batch["log_prob"])
+    adv = batch["advantage"]
+    policy_loss = -np.mean(np.minimum(ratio * adv, np.clip(ratio, 0.8, 1.2) * adv))
+    value = _numpy_mlp(agent.value_network, "value", batch["obs"])[:, 0]
+    value_loss = np.mean((value - batch["returns"]) ** 2)
+    # H = sum_i 0.5 * log(2 pi e sigma_i^2), the same for every state.
+    entropy = np.sum(0.5 * np.log(2 * math.pi * math.e * std**2))
+    expected = policy_loss + 0.5 * value_loss - 0.01 * entropy
+
+    loss, metrics = agent.compute_rl_loss({k: keras.ops.convert_to_tensor(v) for k, v in batch.items()})
+    got = {k: float(keras.ops.convert_to_numpy(v)) for k, v in metrics.items()}
+    assert float(keras.ops.convert_to_numpy(loss)) == pytest.approx(expected, rel=1e-4)
+    assert got["policy_loss"] == pytest.approx(policy_loss, rel=1e-4)
+    assert got["value_loss"] == pytest.approx(value_loss, rel=1e-4)
+    assert got["entropy"] == pytest.approx(entropy, rel=1e-5)
+    assert got["approx_kl"] == pytest.approx(np.mean((ratio - 1) - np.log(ratio)), rel=1e-3)
+    clipped = np.mean(np.abs(ratio - 1) > 0.2)
+    assert 0 < clipped < 1
+    assert got["clip_fraction"] == pytest.approx(clipped)
+    # Through the compiled update too.
+    assert agent.runtime.update(batch)["loss"] == pytest.approx(expected, rel=1e-4)
+
+
 # -- acting ------------------------------------------------------------------------------
 @pytest.mark.parametrize("cls", [ReinforceAgent, ActorCriticAgent, PPOAgent])
 def test_actions_are_valid_and_greedy_is_deterministic(cls):
