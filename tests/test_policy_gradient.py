@@ -1,4 +1,5 @@
-"""Policy-gradient agents: returns and GAE against hand-computed values, the PPO loss, truncation, bad input."""
+"""Policy-gradient agents: returns and GAE against hand-computed values, the PPO losses, vector envs in both autoreset
+modes, the clip-range schedule, truncation, bad input."""
 
 import json
 import math
@@ -11,7 +12,6 @@ import pytest
 from probe_envs import CounterEnv
 
 from keras_rl_gym import ActorCriticAgent, PPOAgent, ReinforceAgent
-from keras_rl_gym.agents.policy import categorical_log_prob, gaussian_entropy, gaussian_log_prob
 from keras_rl_gym.rollouts import bootstrap_truncated, discounted_returns, gae
 
 OBS = gym.spaces.Box(-np.inf, np.inf, (4,), np.float32)
@@ -112,23 +112,7 @@ def test_reinforce_completes_truncated_episodes_with_the_baseline():
     np.testing.assert_allclose(seen[0]["returns"], [1 + 0.5 * (1 + 0.5 * v_final), 1 + 0.5 * v_final], rtol=1e-4)
 
 
-# -- distributions and losses ------------------------------------------------------------
-def test_log_probs_and_entropy_match_numpy():
-    logits = np.array([[1.0, 2.0, 0.5], [0.0, 0.0, 3.0]], np.float32)
-    action = np.array([1, 2])
-    log_softmax = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
-    got = keras.ops.convert_to_numpy(categorical_log_prob(logits, action))
-    np.testing.assert_allclose(got, log_softmax[[0, 1], action], rtol=1e-5)
-    mean = np.array([[0.0, 1.0]], np.float32)
-    log_std = np.array([[0.1, -0.3]], np.float32)
-    a = np.array([[0.5, 0.2]], np.float32)
-    std = np.exp(log_std)
-    expected = np.sum(-0.5 * ((a - mean) / std) ** 2 - np.log(std) - 0.5 * math.log(2 * math.pi))
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(gaussian_log_prob(mean, log_std, a)), [expected], rtol=1e-5)
-    entropy = np.sum(0.5 * np.log(2 * math.pi * math.e * std**2))
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(gaussian_entropy(log_std)), [entropy], rtol=1e-5)
-
-
+# -- losses ------------------------------------------------------------------------------
 def _numpy_mlp(model, prefix, x, n_hidden=2):
     h = x
     for i in range(n_hidden):
@@ -169,6 +153,175 @@ def test_ppo_clipped_loss_on_a_fixed_batch():
     assert float(keras.ops.convert_to_numpy(metrics["clip_fraction"])) == pytest.approx(clipped)
     # Through the runtime too: the update reports the same loss.
     assert agent.runtime.update(batch)["loss"] == pytest.approx(expected, rel=1e-4)
+
+
+def test_ppo_gaussian_loss_on_a_fixed_batch():
+    agent = PPOAgent(OBS, BOX, value_coef=0.5, entropy_coef=0.01, seed=0)
+    agent.log_std.assign(np.array([-0.5, 0.3], np.float32))  # unequal per dimension, and not the initial 0
+    rng = np.random.default_rng(1)
+    n = 16
+    batch = {
+        "obs": rng.normal(size=(n, 4)).astype("float32"),
+        # Stored actions are the unclipped samples, which may lie outside the Box's [-2, 2].
+        "action": (1.5 * rng.normal(size=(n, 2))).astype("float32"),
+        "advantage": rng.normal(size=n).astype("float32"),
+        "returns": rng.normal(size=n).astype("float32"),
+        "clip_range": np.float32(0.2),
+    }
+    mean = _numpy_mlp(agent.policy_network, "policy", batch["obs"])
+    std = np.exp(np.array([-0.5, 0.3]))
+    # log N(a; mu, sigma^2) summed over the two independent dimensions.
+    log_p = np.sum(-0.5 * ((batch["action"] - mean) / std) ** 2 - np.log(std * math.sqrt(2 * math.pi)), -1)
+    batch["log_prob"] = (log_p + rng.normal(scale=0.4, size=n)).astype("float32")
+    ratio = np.exp(log_p - batch["log_prob"])
+    adv = batch["advantage"]
+    policy_loss = -np.mean(np.minimum(ratio * adv, np.clip(ratio, 0.8, 1.2) * adv))
+    value = _numpy_mlp(agent.value_network, "value", batch["obs"])[:, 0]
+    value_loss = np.mean((value - batch["returns"]) ** 2)
+    # H = sum_i 0.5 * log(2 pi e sigma_i^2), the same for every state.
+    entropy = np.sum(0.5 * np.log(2 * math.pi * math.e * std**2))
+    expected = policy_loss + 0.5 * value_loss - 0.01 * entropy
+
+    loss, metrics = agent.compute_rl_loss({k: keras.ops.convert_to_tensor(v) for k, v in batch.items()})
+    got = {k: float(keras.ops.convert_to_numpy(v)) for k, v in metrics.items()}
+    assert float(keras.ops.convert_to_numpy(loss)) == pytest.approx(expected, rel=1e-4)
+    assert got["policy_loss"] == pytest.approx(policy_loss, rel=1e-4)
+    assert got["value_loss"] == pytest.approx(value_loss, rel=1e-4)
+    assert got["entropy"] == pytest.approx(entropy, rel=1e-5)
+    assert got["approx_kl"] == pytest.approx(np.mean((ratio - 1) - np.log(ratio)), rel=1e-3)
+    clipped = np.mean(np.abs(ratio - 1) > 0.2)
+    assert 0 < clipped < 1
+    assert got["clip_fraction"] == pytest.approx(clipped)
+    # Through the compiled update too.
+    assert agent.runtime.update(batch)["loss"] == pytest.approx(expected, rel=1e-4)
+
+
+# -- vector envs and schedules -------------------------------------------------------------
+class _TaggedCounter(CounterEnv):
+    """A ``CounterEnv`` observing ``[100 * index + episode, t]``, rewarding ``t``, counting its own steps and ends.
+
+    Step and end counts are the env's: a ``NEXT_STEP`` autoreset step calls ``reset``, not ``step``.
+    """
+
+    def __init__(self, index, length, truncate):
+        super().__init__(length=length, truncate=truncate, reward=float)
+        self.index, self.steps, self.ended = index, 0, 0
+
+    def _obs(self):
+        return np.array([100 * self.index + self.episode, self.t], np.float32)
+
+    def step(self, action):
+        out = super().step(action)
+        self.steps += 1
+        self.ended += bool(out[2] or out[3])
+        return out
+
+
+def _tagged_envs(mode):
+    # Episodes of 3, 4 (truncated) and 5 steps: the envs end and reset at different steps.
+    fns = [lambda i=i, n=n, cut=cut: _TaggedCounter(i, n, cut) for i, (n, cut) in enumerate([(3, 0), (4, 1), (5, 0)])]
+    return gym.vector.SyncVectorEnv(fns, autoreset_mode=mode)
+
+
+def _states_in_order(lengths, counts):
+    """The states ``[100 * i + episode, t]`` env ``i`` goes through, the first ``counts[i]`` of them."""
+    return {i: [[100 * i + k // n, k % n] for k in range(count)] for i, (n, count) in enumerate(zip(lengths, counts))}
+
+
+@pytest.mark.parametrize("mode", [gym.vector.AutoresetMode.NEXT_STEP, gym.vector.AutoresetMode.SAME_STEP])
+@pytest.mark.parametrize("cls", [ReinforceAgent, ActorCriticAgent, PPOAgent])
+def test_on_policy_agents_fit_a_vector_env_in_both_autoreset_modes(cls, mode):
+    envs = _tagged_envs(mode)
+    kwargs = {"hidden_sizes": (8,), "gamma": 0.5, "seed": 0}
+    if cls is PPOAgent:
+        kwargs.update(n_steps=6, batch_size=8, n_epochs=2)
+    elif cls is ActorCriticAgent:
+        kwargs.update(n_steps=6)
+    agent = cls(envs.single_observation_space, envs.single_action_space, **kwargs)
+    learned = []  # what the agent learns from: rollouts (A2C, PPO) or whole episodes (REINFORCE)
+    if cls is ReinforceAgent:
+        train = agent._train
+        agent._train = lambda step, n: learned.extend(agent._finished) or train(step, n)
+    else:
+        learn = agent._learn
+        agent._learn = lambda batch: learned.append(batch) or learn(batch)
+    finals = []  # the observations a truncated episode is bootstrapped from
+    final_values = agent._final_values
+    agent._final_values = lambda next_obs, truncated, terminated: (
+        finals.extend(next_obs[truncated & ~terminated]) or final_values(next_obs, truncated, terminated)
+    )
+    agent.fit(envs, steps=90, verbose=0)
+
+    subenvs = envs.envs
+    # Env 1's truncated episodes end in [episode, 4]: that state, not the next episode's first, is bootstrapped.
+    assert len(finals) == subenvs[1].ended > 0
+    np.testing.assert_array_equal(np.asarray(finals)[:, 1], 4)
+    # The counters are the envs' own: every real step once, every episode end once.
+    assert agent.env_steps == sum(env.steps for env in subenvs) >= 90
+    assert agent.episodes == sum(env.ended for env in subenvs) > 0
+    assert agent.updates > 0
+    obs = np.concatenate([batch["obs"] for batch in learned])
+    env_of = obs[:, 0].astype(int) // 100
+    if cls is ReinforceAgent:
+        # Every episode is learned whole, its returns G_t = sum_k gamma^k r_{t+k} with r = 1, 2, ...
+        # and nothing after its end (the truncated one too: REINFORCE has no baseline here).
+        assert len(learned) == agent.episodes
+        for episode in learned:
+            n = [3, 4, 5][int(episode["obs"][0, 0]) // 100]
+            np.testing.assert_array_equal(episode["obs"][:, 1], np.arange(n))
+            assert len(np.unique(episode["obs"][:, 0])) == 1
+            expected = [sum(0.5**k * (t + k + 1) for k in range(n - t)) for t in range(n)]
+            np.testing.assert_allclose(episode["returns"], expected, rtol=1e-6)
+    else:
+        # A2C and PPO learn from rollouts of n_steps x 3 vector steps, real transitions only.
+        per_rollout = [len(batch["obs"]) for batch in learned]
+        if mode == gym.vector.AutoresetMode.SAME_STEP:
+            assert per_rollout == [18] * len(learned)
+        else:
+            assert all(0 < n < 18 for n in per_rollout)  # each rollout spans an autoreset step, which is dropped
+    # Env by env, the learned states are the states the env went through, in order: no
+    # autoreset step ([episode, length]: its action is ignored), none missed, none twice.
+    counts = [int(np.sum(env_of == i)) for i in range(3)]
+    expected = _states_in_order([3, 4, 5], counts)
+    for i in range(3):
+        np.testing.assert_array_equal(obs[env_of == i], expected[i])
+
+
+def test_ppo_clip_range_anneals_to_its_final_value_in_the_loss():
+    # Episodes longer than the run: no resets, so env_steps after rollout k is exactly 8 k.
+    envs = gym.vector.SyncVectorEnv([lambda: CounterEnv(length=1000)] * 2)
+    agent = PPOAgent(
+        envs.single_observation_space,
+        envs.single_action_space,
+        n_steps=4,
+        batch_size=4,
+        n_epochs=2,
+        clip_range=0.3,
+        clip_range_final=0.1,
+        hidden_sizes=(8,),
+        seed=0,
+    )
+    # The clip range as the compiled loss reads it, reported as one more metric of each update.
+    loss = agent.compute_rl_loss
+
+    def compute_rl_loss(batch):
+        value, metrics = loss(batch)
+        return value, {**metrics, "seen_clip_range": batch["clip_range"]}
+
+    agent.compute_rl_loss = compute_rl_loss
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append(logs["seen_clip_range"])
+
+    agent.fit(envs, steps=32, verbose=0, callbacks=[Record()])
+    # eps = clip_range + (env_steps / total_steps) * (clip_range_final - clip_range), taken at each
+    # rollout's end (env steps 8, 16, 24, 32 of 32) for its 2 epochs x 2 minibatches.
+    expected = np.repeat([0.3 - 0.2 * k / 4 for k in (1, 2, 3, 4)], 4)
+    np.testing.assert_allclose(seen, expected, rtol=1e-6)
+    assert seen[-1] == pytest.approx(0.1)
+    assert agent.current_clip_range == pytest.approx(0.1)
 
 
 # -- acting ------------------------------------------------------------------------------

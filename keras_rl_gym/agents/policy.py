@@ -2,15 +2,14 @@
 
 The policy is categorical over a ``Discrete`` action space (the network outputs
 logits) or a diagonal Gaussian over a ``Box`` (the network outputs the mean; the
-log standard deviation is a state-independent trainable vector). Log-probabilities
-and entropies are written once in ``keras.ops`` for the losses; sampling happens
-on the host in NumPy, from the logits or mean the compiled act returns, so the
-compiled graph holds no random state.
+log standard deviation is a state-independent trainable vector). Both come from
+:mod:`keras_rl_gym.distributions`: log-probabilities and entropies in ``keras.ops``
+for the losses, and host samplers in NumPy, fed the logits or mean the compiled act
+returns, so the compiled graph holds no random state.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import keras
@@ -20,37 +19,15 @@ from keras import ops
 
 from keras_rl_gym import networks, schedules
 from keras_rl_gym.agents.base import Agent
+from keras_rl_gym.distributions import (
+    categorical_entropy,
+    categorical_log_prob,
+    gaussian_entropy,
+    gaussian_log_prob,
+    sample_categorical,
+    sample_gaussian,
+)
 from keras_rl_gym.rollouts import RolloutBuffer, bootstrap_truncated, gae
-
-LOG_2PI = math.log(2.0 * math.pi)
-
-
-def categorical_log_prob(logits, action):
-    """``log pi(a|s)`` of a categorical policy given its logits."""
-    log_p = ops.log_softmax(logits, axis=-1)
-    action = ops.expand_dims(ops.cast(action, "int32"), -1)
-    return ops.take_along_axis(log_p, action, axis=-1)[:, 0]
-
-
-def categorical_entropy(logits):
-    log_p = ops.log_softmax(logits, axis=-1)
-    return -ops.sum(ops.exp(log_p) * log_p, axis=-1)
-
-
-def gaussian_log_prob(mean, log_std, action):
-    """``log pi(a|s)`` of a diagonal Gaussian: a sum over action dimensions."""
-    z = (ops.cast(action, "float32") - mean) * ops.exp(-log_std)
-    return ops.sum(-0.5 * ops.square(z) - log_std - 0.5 * LOG_2PI, axis=-1)
-
-
-def gaussian_entropy(log_std):
-    return ops.sum(log_std + 0.5 * (1.0 + LOG_2PI), axis=-1)
-
-
-def _np_log_softmax(logits):
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-
 
 if hasattr(keras.optimizers, "MultiOptimizer"):
 
@@ -240,16 +217,10 @@ class PolicyAgent(Agent):
         out = self.runtime.act(obs)
         values = out[-1]
         if self.continuous:
-            mean, log_std = out[0], out[1]
-            raw = mean + np.exp(log_std) * self.rng.standard_normal(mean.shape).astype(np.float32)
-            z = (raw - mean) * np.exp(-log_std)
-            log_p = np.sum(-0.5 * z**2 - log_std - 0.5 * LOG_2PI, axis=-1)
-            return np.clip(raw, self._low, self._high), raw, log_p, values
-        logits = out[0]
-        log_softmax = _np_log_softmax(logits)
-        # Gumbel-max: argmax(log p + Gumbel noise) is a sample of the categorical.
-        actions = np.argmax(log_softmax - np.log(-np.log(self.rng.random(logits.shape))), axis=-1)
-        return actions, actions, np.take_along_axis(log_softmax, actions[:, None], -1)[:, 0], values
+            actions, log_probs = sample_gaussian(self.rng, out[0], out[1])
+            return np.clip(actions, self._low, self._high), actions, log_probs, values
+        actions, log_probs = sample_categorical(self.rng, out[0])
+        return actions, actions, log_probs, values
 
     def _explore(self, obs, step):
         env_actions, self._stored_actions, self._log_probs, self._values = self._sample(obs)
