@@ -115,7 +115,7 @@ def agent_annotations(cls) -> dict[str, object]:
         for name, p in inspect.signature(klass.__init__).parameters.items():
             if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and name != "self" and name not in annotations:
                 annotations[name] = None if p.annotation is p.empty else p.annotation
-    for name in ("observation_space", "action_space"):
+    for name in ("observation_space", "action_space", *getattr(cls, "_derived_hyperparameters", ())):
         annotations.pop(name, None)
     annotations.setdefault("name", None)  # keras.Model's
     return annotations
@@ -151,6 +151,11 @@ _SCALARS = {
     "float": (_is_float, "a number"),
     "str": (_is_str, "a string"),
     "None": (lambda value: value is None, "null"),
+    # Found by class name: this module must not import Keras.
+    "LearningRateSchedule": (
+        lambda value: any(k.__name__ == "LearningRateSchedule" for k in type(value).__mro__),
+        "a keras.optimizers.schedules.LearningRateSchedule",
+    ),
 }
 _SEQUENCE = re.compile(r"^(?:Sequence|list|tuple|List|Tuple)\[(\w+)(?:, \.\.\.)?\]$")
 _PLURAL = {"bool": "booleans", "int": "integers", "float": "numbers", "str": "strings"}
@@ -160,7 +165,7 @@ _YAML_EXPONENT = re.compile(r"^[-+]?[0-9]+[eE][-+]?[0-9]+$")
 
 def _annotation_text(annotation) -> str:
     text = annotation if isinstance(annotation, str) else inspect.formatannotation(annotation)
-    return re.sub(r"\b(?:typing|collections\.abc|builtins)\.", "", text).strip()
+    return re.sub(r"\b(?:typing|collections\.abc|builtins|keras\.optimizers\.schedules)\.", "", text).strip()
 
 
 def _parse_annotation(text: str):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 from keras import ops
+from keras.optimizers.schedules import LearningRateSchedule
 
 from keras_rl_gym.agents.base import masked_mean
 from keras_rl_gym.agents.policy import OnPolicyAgent
@@ -58,7 +59,7 @@ class ActorCriticAgent(OnPolicyAgent):
         n_steps: int = 5,
         gae_lambda: float = 1.0,
         normalize_advantage: bool = False,
-        learning_rate: float = 7e-4,
+        learning_rate: float | LearningRateSchedule = 7e-4,
         entropy_coef: float = 0.0,
         **kwargs,
     ):
@@ -72,7 +73,7 @@ class ActorCriticAgent(OnPolicyAgent):
             use_critic=True,
             **kwargs,
         )
-        self.normalize_advantage = bool(normalize_advantage)
+        self._set_hyperparameters(normalize_advantage=normalize_advantage)
 
     def compute_rl_loss(self, batch):
         mask = batch["mask"]
@@ -94,8 +95,3 @@ class ActorCriticAgent(OnPolicyAgent):
         batch = {key: pad_rows(value, padded) for key, value in batch.items() if key != "log_prob"}
         batch["mask"] = pad_rows(np.ones(size, np.float32), padded)
         yield self.train_step(batch)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(normalize_advantage=self.normalize_advantage)
-        return config

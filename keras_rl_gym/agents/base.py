@@ -5,8 +5,10 @@ from __future__ import annotations
 import functools
 import json
 import math
+import numbers
 import os
 import random
+import re
 import signal
 import threading
 import time
@@ -223,6 +225,36 @@ TRAINING_STATE_FILE = "training_state.json"
 REPLAY_FILE = "replay.npz"
 
 
+# Rules on a hyperparameter's value, beyond its annotated type: (test, what it must be).
+POSITIVE = (lambda v: v > 0, "> 0")
+NON_NEGATIVE = (lambda v: v >= 0, ">= 0")
+ALL_POSITIVE = (lambda v: all(x > 0 for x in v), "a sequence of positive numbers")
+# A learning rate: a positive number, or a keras.optimizers.schedules.LearningRateSchedule.
+POSITIVE_RATE = (lambda v: not isinstance(v, numbers.Real) or v > 0, "> 0")
+
+
+def between(low: float, high: float, *, open_low: bool = False, open_high: bool = False):
+    """The rule ``low <= v <= high``, with either end open on request."""
+
+    def test(v):
+        return (low < v if open_low else low <= v) and (v < high if open_high else v <= high)
+
+    return test, f"in {'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}"
+
+
+def one_of(*choices):
+    return (lambda v: v in choices), f"one of {choices}"
+
+
+# Epsilon-greedy exploration's arguments, shared by the agents that explore so.
+EPSILON_RULES = {
+    "epsilon_start": between(0, 1),
+    "epsilon_final": between(0, 1),
+    "exploration_fraction": between(0, 1),
+    "epsilon_schedule": one_of("linear", "exponential"),
+}
+
+
 class Agent(keras.Model):
     """Base class of every keras-rl-gym agent: a ``keras.Model`` that can ``fit`` an env.
 
@@ -257,10 +289,8 @@ class Agent(keras.Model):
         self.action_space = space_from_config(action_space)
         # Algorithms act in 0-based indices; a Discrete(n, start=s) env gets index + s.
         self._action_start = int(self.action_space.start) if isinstance(self.action_space, gym.spaces.Discrete) else 0
-        if not 0.0 <= gamma <= 1.0:
-            raise ValueError(f"gamma must be in [0, 1], got {gamma}.")
-        self.gamma = float(gamma)
-        self.seed = seed
+        self._hyperparameters = {}
+        self._set_hyperparameters(gamma=gamma, seed=seed)
         self.rng = np.random.default_rng(seed)
         self._runtime = None
         # Training state, saved with the agent (see ``save``): a loaded agent resumes from it.
@@ -281,6 +311,46 @@ class Agent(keras.Model):
             object.__setattr__(self, name, value)
         else:
             super().__setattr__(name, value)
+
+    # -- hyperparameters ---------------------------------------------------------
+    # Each constructor argument is written once, in the signature: its annotation
+    # is its type, ``hyperparameter_rules`` (merged along the class hierarchy)
+    # says what values it takes, and ``get_config`` gives back what was set.
+    hyperparameter_rules = {"gamma": between(0.0, 1.0)}
+    # Arguments stored under another attribute name (``loss`` is keras.Model's).
+    _attribute_names = {}
+    # A base class's arguments that a subclass sets itself (PPO always has a critic):
+    # neither a config nor get_config names them.
+    _derived_hyperparameters = ()
+
+    def _set_hyperparameters(self, values: dict | None = None, **more) -> None:
+        """Checks, normalizes and stores constructor arguments (pass ``locals()``).
+
+        Each one is checked against its annotation (``int``, ``float``, ``bool``,
+        sequences, ``X | None``) and its rule, with a one-line error naming it;
+        ints and floats become Python ``int``/``float``, sequences tuples. The
+        value is set as an attribute and kept for ``get_config``.
+        """
+        from keras_rl_gym.config import agent_annotations, check_type
+
+        cls = type(self)
+        annotations = agent_annotations(cls)
+        rules = {}
+        for klass in reversed(cls.__mro__):
+            rules.update(getattr(klass, "hyperparameter_rules", {}))
+        for name, value in {**(values or {}), **more}.items():
+            if name in cls._derived_hyperparameters:
+                setattr(self, name, value)
+                continue
+            if name not in annotations or name in ("self", "kwargs", "name"):
+                continue
+            check_type(f"{cls.__name__}: {name}", value, annotations[name])
+            value = _normalized(value, annotations[name])
+            test, what = rules.get(name, (None, None))
+            if test is not None and value is not None and not test(value):
+                raise ValueError(f"{cls.__name__}: {name} must be {what}, got {value!r}.")
+            setattr(self, self._attribute_names.get(name, name), value)
+            self._hyperparameters[name] = value
 
     # -- what an algorithm writes ---------------------------------------------
     def act_graph(self, obs):
@@ -705,13 +775,15 @@ class Agent(keras.Model):
 
     # -- serialization -------------------------------------------------------------
     def get_config(self) -> dict:
-        return {
+        """The spaces, the name and every constructor argument as it was set (sequences as lists)."""
+        config = {
             "observation_space": space_to_config(self.observation_space),
             "action_space": space_to_config(self.action_space),
-            "gamma": self.gamma,
-            "seed": self.seed,
             "name": self.name,
         }
+        for key, value in self._hyperparameters.items():
+            config[key] = list(value) if isinstance(value, tuple) else value
+        return config
 
     @classmethod
     def from_config(cls, config):
@@ -805,4 +877,18 @@ def _seeded_init(init):
 def _json_number(value):
     if isinstance(value, (np.integer, np.floating, np.bool_)):
         return value.item()
+    return value
+
+
+def _normalized(value, annotation):
+    """Python ``int``/``float`` for numbers (NumPy ones too), a tuple for a sequence; else as given."""
+    text = str(annotation)
+    if isinstance(value, (list, tuple)):
+        return tuple(value)
+    if isinstance(value, bool) or value is None:
+        return value
+    if re.match(r"^(int)\b", text) and isinstance(value, numbers.Integral):
+        return int(value)
+    if re.match(r"^(float)\b", text) and isinstance(value, numbers.Real):
+        return float(value)
     return value

@@ -8,9 +8,10 @@ import keras
 import numpy as np
 from gymnasium import spaces
 from keras import ops
+from keras.optimizers.schedules import LearningRateSchedule
 
 from keras_rl_gym import networks, schedules
-from keras_rl_gym.agents.base import Agent
+from keras_rl_gym.agents.base import ALL_POSITIVE, NON_NEGATIVE, POSITIVE, POSITIVE_RATE, Agent, between, one_of
 from keras_rl_gym.buffers import ReplayBuffer
 from keras_rl_gym.spaces import require
 
@@ -86,6 +87,25 @@ class DDPGAgent(Agent):
 
     _saved_state = ("current_noise_std", "_steps_since_train")
 
+    hyperparameter_rules = {
+        "actor_hidden_sizes": ALL_POSITIVE,
+        "critic_hidden_sizes": ALL_POSITIVE,
+        "actor_learning_rate": POSITIVE_RATE,
+        "critic_learning_rate": POSITIVE_RATE,
+        "buffer_size": POSITIVE,
+        "batch_size": POSITIVE,
+        "learning_starts": NON_NEGATIVE,
+        "train_freq": POSITIVE,
+        "gradient_steps": POSITIVE,
+        "tau": between(0, 1, open_low=True),
+        "noise_type": one_of(*NOISE_TYPES),
+        "noise_std": NON_NEGATIVE,
+        "noise_std_final": NON_NEGATIVE,
+        "exploration_fraction": between(0, 1),
+        "ou_theta": between(0, 1, open_low=True),
+        "max_grad_norm": POSITIVE,
+    }
+
     def __init__(
         self,
         observation_space,
@@ -94,8 +114,8 @@ class DDPGAgent(Agent):
         actor_hidden_sizes: Sequence[int] = (256, 256),
         critic_hidden_sizes: Sequence[int] = (256, 256),
         gamma: float = 0.99,
-        actor_learning_rate: float = 1e-3,
-        critic_learning_rate: float = 1e-3,
+        actor_learning_rate: float | LearningRateSchedule = 1e-3,
+        critic_learning_rate: float | LearningRateSchedule = 1e-3,
         buffer_size: int = 200_000,
         batch_size: int = 256,
         learning_starts: int = 1_000,
@@ -112,6 +132,7 @@ class DDPGAgent(Agent):
         **kwargs,
     ):
         super().__init__(observation_space, action_space, gamma=gamma, seed=seed, **kwargs)
+        self._set_hyperparameters(locals())
         name = type(self).__name__
         require(self.action_space, (spaces.Box,), name, "action")
         require(self.observation_space, (spaces.Box,), name, "observation")
@@ -123,40 +144,6 @@ class DDPGAgent(Agent):
             raise ValueError(f"{name} needs high > low in every action dimension, got {self.action_space}.")
         if len(self.observation_space.shape) == 3:
             raise ValueError(f"{name} has dense networks only; got image observations {self.observation_space.shape}.")
-        if noise_type not in NOISE_TYPES:
-            raise ValueError(f"Unknown noise_type {noise_type!r}: expected one of {NOISE_TYPES}.")
-        if not 0.0 < tau <= 1.0:
-            raise ValueError(f"tau must be in (0, 1], got {tau}.")
-        if not 0.0 < ou_theta <= 1.0:
-            raise ValueError(f"ou_theta must be in (0, 1], got {ou_theta}.")
-        if noise_std < 0 or (noise_std_final is not None and noise_std_final < 0):
-            raise ValueError(f"Noise standard deviations must be >= 0, got {noise_std} and {noise_std_final}.")
-        for key, value in {
-            "buffer_size": buffer_size,
-            "batch_size": batch_size,
-            "train_freq": train_freq,
-            "gradient_steps": gradient_steps,
-        }.items():
-            if int(value) < 1:
-                raise ValueError(f"{key} must be >= 1, got {value}.")
-
-        self.actor_hidden_sizes = tuple(int(h) for h in actor_hidden_sizes)
-        self.critic_hidden_sizes = tuple(int(h) for h in critic_hidden_sizes)
-        self.actor_learning_rate = actor_learning_rate
-        self.critic_learning_rate = critic_learning_rate
-        self.buffer_size = int(buffer_size)
-        self.batch_size = int(batch_size)
-        self.learning_starts = int(learning_starts)
-        self.train_freq = int(train_freq)
-        self.gradient_steps = int(gradient_steps)
-        self.tau = float(tau)
-        self.noise_type = noise_type
-        self.noise_std = float(noise_std)
-        self.noise_std_final = None if noise_std_final is None else float(noise_std_final)
-        self.exploration_fraction = float(exploration_fraction)
-        self.ou_theta = float(ou_theta)
-        self.max_grad_norm = max_grad_norm
-
         # env action = center + half_range * normalized action, normalized in [-1, 1].
         low = self.action_space.low.astype(np.float64)
         high = self.action_space.high.astype(np.float64)
@@ -329,25 +316,3 @@ class DDPGAgent(Agent):
 
     def _log_values(self):
         return {"noise_std": float(self.current_noise_std)}
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            actor_hidden_sizes=list(self.actor_hidden_sizes),
-            critic_hidden_sizes=list(self.critic_hidden_sizes),
-            actor_learning_rate=self.actor_learning_rate,
-            critic_learning_rate=self.critic_learning_rate,
-            buffer_size=self.buffer_size,
-            batch_size=self.batch_size,
-            learning_starts=self.learning_starts,
-            train_freq=self.train_freq,
-            gradient_steps=self.gradient_steps,
-            tau=self.tau,
-            noise_type=self.noise_type,
-            noise_std=self.noise_std,
-            noise_std_final=self.noise_std_final,
-            exploration_fraction=self.exploration_fraction,
-            ou_theta=self.ou_theta,
-            max_grad_norm=self.max_grad_norm,
-        )
-        return config

@@ -16,9 +16,10 @@ import keras
 import numpy as np
 from gymnasium import spaces
 from keras import ops
+from keras.optimizers.schedules import LearningRateSchedule
 
 from keras_rl_gym import networks, schedules
-from keras_rl_gym.agents.base import Agent
+from keras_rl_gym.agents.base import ALL_POSITIVE, NON_NEGATIVE, POSITIVE, POSITIVE_RATE, Agent, between, one_of
 from keras_rl_gym.distributions import (
     categorical_entropy,
     categorical_log_prob,
@@ -71,6 +72,19 @@ class PolicyAgent(Agent):
         seed: random seed.
     """
 
+    hyperparameter_rules = {
+        "hidden_sizes": ALL_POSITIVE,
+        "value_hidden_sizes": ALL_POSITIVE,
+        "network": one_of("dense", "conv"),
+        "learning_rate": POSITIVE_RATE,
+        "value_learning_rate": POSITIVE_RATE,
+        "learning_rate_decay": between(0.0, 1.0, open_low=True),
+        "max_grad_norm": POSITIVE,
+        "entropy_coef": NON_NEGATIVE,
+        "value_coef": NON_NEGATIVE,
+    }
+    _derived_hyperparameters = ("use_critic",)  # each algorithm decides whether it has a critic
+
     def __init__(
         self,
         observation_space,
@@ -80,8 +94,8 @@ class PolicyAgent(Agent):
         value_hidden_sizes: Sequence[int] | None = None,
         network: str = "dense",
         use_critic: bool = True,
-        learning_rate: float = 3e-4,
-        value_learning_rate: float | None = None,
+        learning_rate: float | LearningRateSchedule = 3e-4,
+        value_learning_rate: float | LearningRateSchedule | None = None,
         learning_rate_decay: float | None = None,
         max_grad_norm: float | None = None,
         entropy_coef: float = 0.0,
@@ -92,6 +106,7 @@ class PolicyAgent(Agent):
         **kwargs,
     ):
         super().__init__(observation_space, action_space, gamma=gamma, seed=seed, **kwargs)
+        self._set_hyperparameters(locals())
         name = type(self).__name__
         if not isinstance(self.observation_space, spaces.Box):
             raise TypeError(
@@ -112,17 +127,7 @@ class PolicyAgent(Agent):
         obs_shape = self.observation_space.shape
         if network == "dense" and len(obs_shape) == 3:
             raise ValueError(f"{name}: image observations {obs_shape} need network='conv', not 'dense'.")
-        self.hidden_sizes = tuple(int(h) for h in hidden_sizes)
-        self.value_hidden_sizes = tuple(int(h) for h in (value_hidden_sizes or hidden_sizes))
-        self.network = network
-        self.use_critic = bool(use_critic)
-        self.learning_rate = learning_rate
-        self.value_learning_rate = value_learning_rate
-        self.learning_rate_decay = learning_rate_decay
-        self.max_grad_norm = max_grad_norm
-        self.entropy_coef = float(entropy_coef)
-        self.value_coef = float(value_coef)
-        self.log_std_init = float(log_std_init)
+        self.value_hidden_sizes = self.value_hidden_sizes or self.hidden_sizes
 
         obs_dtype = str(self.observation_space.dtype)
         self.policy_network = networks.mlp(
@@ -242,22 +247,6 @@ class PolicyAgent(Agent):
     def _log_values(self):
         return {"learning_rate": schedules.current_learning_rate(self.lr_schedule, self.updates)}
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            hidden_sizes=list(self.hidden_sizes),
-            value_hidden_sizes=list(self.value_hidden_sizes),
-            network=self.network,
-            learning_rate=self.learning_rate,
-            value_learning_rate=self.value_learning_rate,
-            learning_rate_decay=self.learning_rate_decay,
-            max_grad_norm=self.max_grad_norm,
-            entropy_coef=self.entropy_coef,
-            value_coef=self.value_coef,
-            log_std_init=self.log_std_init,
-        )
-        return config
-
 
 class OnPolicyAgent(PolicyAgent):
     """A policy agent that collects ``n_steps`` from each env, then learns from that rollout.
@@ -266,14 +255,11 @@ class OnPolicyAgent(PolicyAgent):
     one rollout, flattened to ``(T * N, ...)`` arrays of real transitions).
     """
 
+    hyperparameter_rules = {"n_steps": POSITIVE, "gae_lambda": between(0.0, 1.0)}
+
     def __init__(self, observation_space, action_space, *, n_steps: int = 5, gae_lambda: float = 1.0, **kwargs):
         super().__init__(observation_space, action_space, **kwargs)
-        if int(n_steps) < 1:
-            raise ValueError(f"n_steps must be >= 1, got {n_steps}.")
-        if not 0.0 <= gae_lambda <= 1.0:
-            raise ValueError(f"gae_lambda must be in [0, 1], got {gae_lambda}.")
-        self.n_steps = int(n_steps)
-        self.gae_lambda = float(gae_lambda)
+        self._set_hyperparameters(n_steps=n_steps, gae_lambda=gae_lambda)
         self.rollout = None
 
     def _on_fit_begin(self, num_envs, steps):
@@ -332,8 +318,3 @@ class OnPolicyAgent(PolicyAgent):
 
     def _learn(self, batch):
         raise NotImplementedError
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(n_steps=self.n_steps, gae_lambda=self.gae_lambda)
-        return config

@@ -5,7 +5,9 @@ from __future__ import annotations
 import keras
 import numpy as np
 from keras import ops
+from keras.optimizers.schedules import LearningRateSchedule
 
+from keras_rl_gym.agents.base import POSITIVE
 from keras_rl_gym.agents.policy import OnPolicyAgent
 from keras_rl_gym.rollouts import standardize
 
@@ -55,6 +57,13 @@ class PPOAgent(OnPolicyAgent):
 
     _saved_state = ("current_clip_range",)
 
+    hyperparameter_rules = {
+        "batch_size": POSITIVE,
+        "n_epochs": POSITIVE,
+        "clip_range": POSITIVE,
+        "clip_range_final": POSITIVE,
+    }
+
     def __init__(
         self,
         observation_space,
@@ -67,7 +76,7 @@ class PPOAgent(OnPolicyAgent):
         clip_range_final: float | None = None,
         gae_lambda: float = 0.95,
         normalize_advantage: bool = True,
-        learning_rate: float = 3e-4,
+        learning_rate: float | LearningRateSchedule = 3e-4,
         max_grad_norm: float | None = 0.5,
         **kwargs,
     ):
@@ -81,16 +90,7 @@ class PPOAgent(OnPolicyAgent):
             use_critic=True,
             **kwargs,
         )
-        for key, value in {"batch_size": batch_size, "n_epochs": n_epochs}.items():
-            if int(value) < 1:
-                raise ValueError(f"{key} must be >= 1, got {value}.")
-        if not clip_range > 0:
-            raise ValueError(f"clip_range must be > 0, got {clip_range}.")
-        self.batch_size = int(batch_size)
-        self.n_epochs = int(n_epochs)
-        self.clip_range = float(clip_range)
-        self.clip_range_final = clip_range_final
-        self.normalize_advantage = bool(normalize_advantage)
+        self._set_hyperparameters(locals())
         self.current_clip_range = self.clip_range
 
     def compute_rl_loss(self, batch):
@@ -135,14 +135,3 @@ class PPOAgent(OnPolicyAgent):
 
     def _log_values(self):
         return {**super()._log_values(), "clip_range": float(self.current_clip_range)}
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            batch_size=self.batch_size,
-            n_epochs=self.n_epochs,
-            clip_range=self.clip_range,
-            clip_range_final=self.clip_range_final,
-            normalize_advantage=self.normalize_advantage,
-        )
-        return config

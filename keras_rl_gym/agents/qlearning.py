@@ -8,7 +8,7 @@ from gymnasium import spaces
 from keras import ops
 
 from keras_rl_gym import schedules
-from keras_rl_gym.agents.base import Agent
+from keras_rl_gym.agents.base import EPSILON_RULES, Agent, between
 
 
 @keras.saving.register_keras_serializable(package="keras_rl_gym")
@@ -55,6 +55,12 @@ class QLearningAgent(Agent):
 
     _host_attributes = frozenset({"_state", "_batch"})
     _saved_state = ("epsilon", "current_alpha")
+    hyperparameter_rules = {
+        "alpha": between(0, 1, open_low=True),
+        "alpha_decay": between(0, 1, open_low=True),
+        "alpha_min": between(0, 1),
+        **EPSILON_RULES,
+    }
 
     def __init__(
         self,
@@ -74,6 +80,7 @@ class QLearningAgent(Agent):
         **kwargs,
     ):
         super().__init__(observation_space, action_space, gamma=gamma, seed=seed, **kwargs)
+        self._set_hyperparameters(locals())
         name = type(self).__name__
         if not isinstance(self.observation_space, spaces.Discrete):
             raise TypeError(
@@ -83,19 +90,6 @@ class QLearningAgent(Agent):
             )
         if not isinstance(self.action_space, spaces.Discrete):
             raise TypeError(f"{name} needs a Discrete action space, got {self.action_space}.")
-        if not 0.0 < alpha <= 1.0:
-            raise ValueError(f"alpha must be in (0, 1], got {alpha}.")
-        if not 0.0 < alpha_decay <= 1.0:
-            raise ValueError(f"alpha_decay must be in (0, 1], got {alpha_decay}.")
-        schedules.make_schedule(epsilon_schedule, max(epsilon_start, 1e-8), max(epsilon_final, 1e-8), 1)
-        self.alpha = float(alpha)
-        self.alpha_decay = float(alpha_decay)
-        self.alpha_min = float(alpha_min)
-        self.epsilon_start = float(epsilon_start)
-        self.epsilon_final = float(epsilon_final)
-        self.exploration_fraction = float(exploration_fraction)
-        self.epsilon_schedule = epsilon_schedule
-        self.initial_q = float(initial_q)
         self.n_states = int(self.observation_space.n)
         self.n_actions = int(self.action_space.n)
         self.q_table = self.add_weight(
@@ -171,17 +165,3 @@ class QLearningAgent(Agent):
 
     def _log_values(self):
         return {"epsilon": float(self.epsilon), "alpha": float(self.current_alpha)}
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            alpha=self.alpha,
-            alpha_decay=self.alpha_decay,
-            alpha_min=self.alpha_min,
-            epsilon_start=self.epsilon_start,
-            epsilon_final=self.epsilon_final,
-            exploration_fraction=self.exploration_fraction,
-            epsilon_schedule=self.epsilon_schedule,
-            initial_q=self.initial_q,
-        )
-        return config

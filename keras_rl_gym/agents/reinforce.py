@@ -5,8 +5,9 @@ from __future__ import annotations
 import keras
 import numpy as np
 from keras import ops
+from keras.optimizers.schedules import LearningRateSchedule
 
-from keras_rl_gym.agents.base import masked_mean
+from keras_rl_gym.agents.base import POSITIVE, masked_mean
 from keras_rl_gym.agents.policy import PolicyAgent
 from keras_rl_gym.rollouts import bootstrap_truncated, discounted_returns, pad_rows, padded_size, standardize
 
@@ -49,6 +50,8 @@ class ReinforceAgent(PolicyAgent):
 
     _host_attributes = frozenset({"_state", "_episodes", "_finished"})
 
+    hyperparameter_rules = {"episodes_per_update": POSITIVE}
+
     def __init__(
         self,
         observation_space,
@@ -57,15 +60,11 @@ class ReinforceAgent(PolicyAgent):
         baseline: bool = False,
         normalize_returns: bool = False,
         episodes_per_update: int = 1,
-        learning_rate: float = 1e-3,
+        learning_rate: float | LearningRateSchedule = 1e-3,
         **kwargs,
     ):
         super().__init__(observation_space, action_space, use_critic=baseline, learning_rate=learning_rate, **kwargs)
-        if int(episodes_per_update) < 1:
-            raise ValueError(f"episodes_per_update must be >= 1, got {episodes_per_update}.")
-        self.baseline = bool(baseline)
-        self.normalize_returns = bool(normalize_returns)
-        self.episodes_per_update = int(episodes_per_update)
+        self._set_hyperparameters(locals())
 
     def compute_rl_loss(self, batch):
         mask, returns = batch["mask"], batch["returns"]
@@ -124,12 +123,3 @@ class ReinforceAgent(PolicyAgent):
         batch["action"] = batch["action"].astype(self._action_field()[1])
         batch["mask"] = pad_rows(np.ones(size, np.float32), padded)
         yield self.train_step(batch)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            baseline=self.baseline,
-            normalize_returns=self.normalize_returns,
-            episodes_per_update=self.episodes_per_update,
-        )
-        return config
