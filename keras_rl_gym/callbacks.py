@@ -81,6 +81,8 @@ def _versions() -> dict:
 
 
 def _param_value(value):
+    if isinstance(value, dict) and "class_name" in value:  # a serialized Keras object: a user's network
+        return f"{value['class_name']}({value.get('config', {}).get('name', '')})"[:500]
     text = value if isinstance(value, str) else repr(value)
     return text[:500]
 

@@ -183,3 +183,42 @@ def target_copy(model: keras.Model, name: str | None = None) -> keras.Model:
     target.set_weights(model.get_weights())
     target.trainable = False
     return target
+
+
+def user_network(spec, observation_space, action_space, *, inputs, output_shape, role: str, agent: str) -> keras.Model:
+    """A network the user brings for ``role``, checked against what the agent feeds it and needs from it.
+
+    Args:
+        spec: a ``keras.Model``, or a function ``(observation_space, action_space) -> keras.Model``.
+        observation_space, action_space: the agent's spaces, given to a function ``spec``.
+        inputs: ``[(shape, dtype), ...]``, one per input of the network (per example, no batch axis).
+        output_shape: the output's shape per example that the agent reads.
+        role: the agent's argument that took it (``"network"``, ``"critic_network"``...), for errors.
+        agent: the agent's class name, for errors.
+
+    Raises:
+        TypeError: ``spec`` is neither a model nor a function returning one.
+        ValueError: the model does not take the inputs, or gives another output shape.
+    """
+    model = spec if isinstance(spec, keras.Model) else spec(observation_space, action_space) if callable(spec) else spec
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"{agent}: {role} must be a network kind, a keras.Model or a function "
+            f"(observation_space, action_space) -> keras.Model; got {type(model).__name__}."
+        )
+    # A batch of two zero examples: the check builds the model, as the agent's first step would.
+    batch = [np.zeros((2, *shape), dtype) for shape, dtype in inputs]
+    expected = ", ".join(f"{tuple(shape)} {np.dtype(dtype).name}" for shape, dtype in inputs)
+    try:
+        out = model(batch[0] if len(batch) == 1 else batch)
+    except Exception as error:  # noqa: BLE001 - any failure here means the model does not fit the spaces
+        raise ValueError(
+            f"{agent}: {role} {model.name!r} cannot take this agent's input(s) [{expected}] per example: {error}"
+        ) from None
+    shape = tuple(getattr(out, "shape", ()))
+    if shape != (2, *output_shape):
+        raise ValueError(
+            f"{agent}: {role} {model.name!r} outputs shape {shape[1:]} per example for input(s) [{expected}]; "
+            f"{agent} needs {tuple(output_shape)} (action space {action_space})."
+        )
+    return model

@@ -246,6 +246,11 @@ def one_of(*choices):
     return (lambda v: v in choices), f"one of {choices}"
 
 
+def network_kind(*kinds):
+    """A network argument: one of the named ``kinds``, or a user's model (or function) checked when built."""
+    return (lambda v: not isinstance(v, str) or v in kinds), f"one of {kinds}, a keras.Model or a function"
+
+
 # Epsilon-greedy exploration's arguments, shared by the agents that explore so.
 EPSILON_RULES = {
     "epsilon_start": between(0, 1),
@@ -289,7 +294,8 @@ class Agent(keras.Model):
         self.action_space = space_from_config(action_space)
         # Algorithms act in 0-based indices; a Discrete(n, start=s) env gets index + s.
         self._action_start = int(self.action_space.start) if isinstance(self.action_space, gym.spaces.Discrete) else 0
-        self._hyperparameters = {}
+        # A plain dict: Keras would track a user's network in it, ahead of the agent's own networks.
+        object.__setattr__(self, "_hyperparameters", {})
         self._set_hyperparameters(gamma=gamma, seed=seed)
         self.rng = np.random.default_rng(seed)
         self._runtime = None
@@ -349,8 +355,37 @@ class Agent(keras.Model):
             test, what = rules.get(name, (None, None))
             if test is not None and value is not None and not test(value):
                 raise ValueError(f"{cls.__name__}: {name} must be {what}, got {value!r}.")
-            setattr(self, self._attribute_names.get(name, name), value)
+            attribute = self._attribute_names.get(name, name)
+            if isinstance(value, keras.layers.Layer):
+                # A user's network: tracked by Keras only where the agent keeps it (q_network, actor...).
+                object.__setattr__(self, attribute, value)
+            else:
+                setattr(self, attribute, value)
             self._hyperparameters[name] = value
+
+    def _network(self, role: str, spec, default, *, inputs, output_shape) -> keras.Model:
+        """The network for the constructor argument ``role``: ``default()`` for a named kind, else the user's.
+
+        A user's network (a ``keras.Model`` or a function building one from the
+        spaces) is checked on the inputs the agent feeds it and the output shape
+        it reads, and is kept for ``get_config`` as the model itself, so that a
+        saved agent rebuilds it without the function.
+        """
+        if isinstance(spec, str):
+            return default()
+        from keras_rl_gym.networks import user_network
+
+        model = user_network(
+            spec,
+            self.observation_space,
+            self.action_space,
+            inputs=inputs,
+            output_shape=output_shape,
+            role=role,
+            agent=type(self).__name__,
+        )
+        self._hyperparameters[role] = model
+        return model
 
     # -- what an algorithm writes ---------------------------------------------
     def act_graph(self, obs):
@@ -775,13 +810,15 @@ class Agent(keras.Model):
 
     # -- serialization -------------------------------------------------------------
     def get_config(self) -> dict:
-        """The spaces, the name and every constructor argument as it was set (sequences as lists)."""
+        """The spaces, the name and every constructor argument as it was set (sequences as lists, models serialized)."""
         config = {
             "observation_space": space_to_config(self.observation_space),
             "action_space": space_to_config(self.action_space),
             "name": self.name,
         }
         for key, value in self._hyperparameters.items():
+            if isinstance(value, keras.layers.Layer):  # a user's network, rebuilt by from_config
+                value = keras.saving.serialize_keras_object(value)
             config[key] = list(value) if isinstance(value, tuple) else value
         return config
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import keras
 import numpy as np
@@ -113,6 +113,8 @@ class DDPGAgent(Agent):
         *,
         actor_hidden_sizes: Sequence[int] = (256, 256),
         critic_hidden_sizes: Sequence[int] = (256, 256),
+        actor_network: keras.Model | Callable | None = None,
+        critic_network: keras.Model | Callable | None = None,
         gamma: float = 0.99,
         actor_learning_rate: float | LearningRateSchedule = 1e-3,
         critic_learning_rate: float | LearningRateSchedule = 1e-3,
@@ -153,16 +155,29 @@ class DDPGAgent(Agent):
 
         obs_shape = self.observation_space.shape
         obs_dtype = str(self.observation_space.dtype)
-        self.actor = networks.mlp(
-            obs_shape,
-            self.actor_hidden_sizes,
-            self.action_dim,
-            output_activation="tanh",
-            obs_dtype=obs_dtype,
-            name="actor",
+        obs = (obs_shape, obs_dtype)
+        self.actor = self._network(
+            "actor_network",
+            "mlp" if actor_network is None else actor_network,
+            lambda: networks.mlp(
+                obs_shape,
+                self.actor_hidden_sizes,
+                self.action_dim,
+                output_activation="tanh",
+                obs_dtype=obs_dtype,
+                name="actor",
+            ),
+            inputs=[obs],
+            output_shape=(self.action_dim,),
         )
-        self.critic = networks.state_action_value(
-            obs_shape, self.action_dim, self.critic_hidden_sizes, obs_dtype=obs_dtype, name="critic"
+        self.critic = self._network(
+            "critic_network",
+            "mlp" if critic_network is None else critic_network,
+            lambda: networks.state_action_value(
+                obs_shape, self.action_dim, self.critic_hidden_sizes, obs_dtype=obs_dtype, name="critic"
+            ),
+            inputs=[obs, ((self.action_dim,), "float32")],
+            output_shape=(1,),
         )
         # Built before the first compiled step, with the online weights.
         self.target_actor = networks.target_copy(self.actor, "actor_target")

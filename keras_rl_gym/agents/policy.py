@@ -10,7 +10,7 @@ returns, so the compiled graph holds no random state.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import keras
 import numpy as np
@@ -19,7 +19,15 @@ from keras import ops
 from keras.optimizers.schedules import LearningRateSchedule
 
 from keras_rl_gym import networks, schedules
-from keras_rl_gym.agents.base import ALL_POSITIVE, NON_NEGATIVE, POSITIVE, POSITIVE_RATE, Agent, between, one_of
+from keras_rl_gym.agents.base import (
+    ALL_POSITIVE,
+    NON_NEGATIVE,
+    POSITIVE,
+    POSITIVE_RATE,
+    Agent,
+    between,
+    network_kind,
+)
 from keras_rl_gym.distributions import (
     categorical_entropy,
     categorical_log_prob,
@@ -56,7 +64,12 @@ class PolicyAgent(Agent):
         action_space: ``Discrete`` (categorical policy) or a 1-D ``Box`` (Gaussian policy).
         hidden_sizes: widths of the policy network's hidden layers.
         value_hidden_sizes: widths of the value network's (defaults to ``hidden_sizes``).
-        network: ``"dense"`` or ``"conv"``.
+        network: ``"dense"`` or ``"conv"`` (for both networks), or your own policy network: a
+            ``keras.Model`` (or a function ``(observation_space, action_space) -> keras.Model``)
+            from a batch of observations to ``(batch, n)`` logits (Discrete) or mean actions (Box).
+            It is checked on the spaces, trained, and saved and loaded with the agent.
+        value_network: your own critic, ``(batch, *obs_shape) -> (batch, 1)``, likewise; by
+            default an MLP of ``value_hidden_sizes``.
         use_critic: build a value network (a baseline or critic).
         learning_rate: the policy's Adam learning rate.
         value_learning_rate: the critic's (defaults to ``learning_rate``); when it differs, a
@@ -75,7 +88,7 @@ class PolicyAgent(Agent):
     hyperparameter_rules = {
         "hidden_sizes": ALL_POSITIVE,
         "value_hidden_sizes": ALL_POSITIVE,
-        "network": one_of("dense", "conv"),
+        "network": network_kind("dense", "conv"),
         "learning_rate": POSITIVE_RATE,
         "value_learning_rate": POSITIVE_RATE,
         "learning_rate_decay": between(0.0, 1.0, open_low=True),
@@ -92,7 +105,8 @@ class PolicyAgent(Agent):
         *,
         hidden_sizes: Sequence[int] = (64, 64),
         value_hidden_sizes: Sequence[int] | None = None,
-        network: str = "dense",
+        network: str | keras.Model | Callable = "dense",
+        value_network: keras.Model | Callable | None = None,
         use_critic: bool = True,
         learning_rate: float | LearningRateSchedule = 3e-4,
         value_learning_rate: float | LearningRateSchedule | None = None,
@@ -127,11 +141,22 @@ class PolicyAgent(Agent):
         obs_shape = self.observation_space.shape
         if network == "dense" and len(obs_shape) == 3:
             raise ValueError(f"{name}: image observations {obs_shape} need network='conv', not 'dense'.")
+        if value_network is not None and not self.use_critic:
+            raise ValueError(f"{name}: value_network is given, but this agent has no critic (use_critic / baseline).")
         self.value_hidden_sizes = self.value_hidden_sizes or self.hidden_sizes
 
         obs_dtype = str(self.observation_space.dtype)
-        self.policy_network = networks.mlp(
-            obs_shape, self.hidden_sizes, out_size, obs_dtype=obs_dtype, network=network, name="policy"
+        inputs = [(obs_shape, obs_dtype)]
+        # A named kind of network for both, or the user's own (a model or a function of the spaces).
+        kind = network if isinstance(network, str) else "conv" if len(obs_shape) == 3 else "dense"
+        self.policy_network = self._network(
+            "network",
+            network,
+            lambda: networks.mlp(
+                obs_shape, self.hidden_sizes, out_size, obs_dtype=obs_dtype, network=kind, name="policy"
+            ),
+            inputs=inputs,
+            output_shape=(out_size,),
         )
         if self.continuous:
             self.log_std = self.add_weight(
@@ -141,8 +166,14 @@ class PolicyAgent(Agent):
             self._high = self.action_space.high.astype(np.float32)
         self.value_network = None
         if self.use_critic:
-            self.value_network = networks.mlp(
-                obs_shape, self.value_hidden_sizes, 1, obs_dtype=obs_dtype, network=network, name="value"
+            self.value_network = self._network(
+                "value_network",
+                kind if value_network is None else value_network,
+                lambda: networks.mlp(
+                    obs_shape, self.value_hidden_sizes, 1, obs_dtype=obs_dtype, network=kind, name="value"
+                ),
+                inputs=inputs,
+                output_shape=(1,),
             )
         # One loss L = policy + value_coef * value - entropy_coef * entropy over
         # every trainable variable, one optimizer, one clip of the global norm
