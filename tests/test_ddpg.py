@@ -4,6 +4,7 @@ import math
 import os
 import time
 
+import ddpg_pendulum_setup as pendulum
 import gymnasium as gym
 import keras
 import numpy as np
@@ -342,23 +343,10 @@ def test_save_and_load_model_gives_same_actions(tmp_path):
 # -- learning ------------------------------------------------------------------------------
 @pytest.mark.learning
 def test_ddpg_learns_pendulum():
-    env = gym.make("Pendulum-v1")
-    agent = DDPGAgent(
-        env.observation_space,
-        env.action_space,
-        actor_hidden_sizes=(64, 64),
-        critic_hidden_sizes=(64, 64),
-        gamma=0.98,
-        batch_size=128,
-        learning_starts=500,
-        noise_std=0.1,
-        seed=0,
-    )
+    """Seed 0 swings up and holds: a mean return far above a random policy's -1200."""
     start = time.perf_counter()
-    # ~5,500 updates: enough to swing up. At 4k steps the result hung on the
-    # replay's random stream (-850 on TF with one stream, -96 with another).
-    agent.fit(env, steps=6_000, verbose=0)
-    result = agent.evaluate(gym.make("Pendulum-v1"), episodes=10, seed=1_000)
+    result = pendulum.train_and_evaluate(seed=0)
     elapsed = time.perf_counter() - start
-    print(f"DDPG Pendulum-v1 after 6k steps: mean return {result['mean_return']:.1f} ({elapsed:.0f} s)")
-    assert result["mean_return"] > -800, result
+    print(f"DDPG Pendulum-v1 after {pendulum.STEPS} steps: mean return {result['mean_return']:.1f} ({elapsed:.0f} s)")
+    # benchmarks/ddpg_pendulum.py runs the same check on seeds 0, 1 and 2.
+    assert result["mean_return"] > pendulum.THRESHOLD, result
