@@ -194,20 +194,28 @@ def test_soft_and_hard_target_updates():
         np.testing.assert_array_equal(t_new, o)
 
 
-def test_updates_inside_fit_match_plain_updates():
-    """The JAX and TF runtimes fuse an update with the next act inside ``fit``: same weights."""
-    batch, obs = fixed_batch(n=16), fixed_batch(seed=1)["obs"]
+@pytest.mark.parametrize("targets", [True, False], ids=["fit-order", "fused"])
+def test_updates_inside_fit_match_plain_updates(targets):
+    """Held, each act returns the actor's output on the weights after the update before it (fused with
+    the act on JAX and TF unless a target update ran it first, as in fit's order); same weights as plain."""
+    batch = fixed_batch(n=16)
+    obs = np.random.default_rng(1).normal(size=(64, 3)).astype("float32")
     plain, held = make_agent(max_grad_norm=1.0), make_agent(max_grad_norm=1.0)
     held.set_weights(plain.get_weights())
-    for _ in range(3):
-        plain.runtime.update(batch)
-        plain.runtime.update_targets(0.05)
     runtime = held.runtime
     runtime.hold(100)
     for _ in range(3):
+        before = numpy_actor(plain.actor, obs)
+        plain.runtime.update(batch)
         runtime.update(batch)
-        runtime.update_targets(0.05)
-        runtime.act(obs)
+        if targets:
+            plain.runtime.update_targets(0.05)
+            runtime.update_targets(0.05)
+        after = numpy_actor(plain.actor, obs)
+        actions = runtime.act(obs)  # normalized actions, as the host adds noise to them
+        assert actions.shape == (64, 2) and actions.dtype == np.float32 and np.all(np.abs(actions) <= 1.0)
+        np.testing.assert_allclose(actions, after, rtol=1e-5, atol=1e-6)
+        assert np.abs(after - before).max() > 1e-4  # the weights before the update would act otherwise
     runtime.release()
     for a, b in zip(plain.get_weights(), held.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -170,22 +170,31 @@ def test_nonfinite_loss_leaves_weights_untouched():
 
 
 def test_updates_inside_fit_match_plain_updates(monkeypatch):
-    """Inside ``fit`` a runtime may fuse an update with the next act (JAX, TF) or
-    run compiled graphs (torch): the weights and actions must not change."""
+    """Inside ``fit`` a runtime may fuse an update with the next act (JAX, TF) or run compiled graphs
+    (torch): each act returns the greedy actions of the weights after the update made before it
+    (``FusedRuntime``: update, then act with the new weights), and weights and losses do not change."""
     monkeypatch.setenv("KERAS_RL_GYM_TORCH_COMPILE", "1")
-    batch, obs = fixed_batch(), fixed_batch(seed=1)["obs"]
-    plain = DQNAgent(OBS, ACT, hidden_sizes=(8, 8), double=True, max_grad_norm=1.0, seed=0)
-    held = DQNAgent(OBS, ACT, hidden_sizes=(8, 8), double=True, max_grad_norm=1.0, seed=0)
-    losses = [plain.runtime.update(batch)["loss"] for _ in range(3)]
-    plain.runtime.update_targets(1.0)
-    losses.append(plain.runtime.update(batch)["loss"])
-
+    batch = fixed_batch()
+    obs = np.random.default_rng(1).normal(size=(256, 4)).astype("float32")
+    # A rate at which one update changes some greedy actions, so acting on stale weights shows.
+    kwargs = dict(hidden_sizes=(8, 8), double=True, max_grad_norm=1.0, learning_rate=0.01, seed=0)
+    plain, held = DQNAgent(OBS, ACT, **kwargs), DQNAgent(OBS, ACT, **kwargs)
     runtime = held.runtime
     runtime.hold(100)
-    held_losses = []
+    losses, held_losses, changed = [], [], 0
     for _ in range(3):
+        before = numpy_q(plain.q_network, obs, False).argmax(axis=1)
+        losses.append(plain.runtime.update(batch)["loss"])
+        after = numpy_q(plain.q_network, obs, False).argmax(axis=1)
         held_losses.append(runtime.update(batch).get("loss"))
-        runtime.act(obs)  # what fit does next: may run the waiting update first
+        actions = runtime.act(obs)  # what fit does next: runs the waiting update first
+        assert actions.shape == (256,) and np.issubdtype(actions.dtype, np.integer)
+        assert actions.min() >= 0 and actions.max() < ACT.n
+        np.testing.assert_array_equal(actions, after)
+        changed += int((before != after).sum())
+    assert changed > 0  # the weights before each update would have given other actions
+    plain.runtime.update_targets(1.0)
+    losses.append(plain.runtime.update(batch)["loss"])
     runtime.update_targets(1.0)
     held_losses.append(runtime.update(batch).get("loss"))
     runtime.release()
