@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from keras import ops
 from probe_envs import ContinuousActionEnv, CounterEnv
+from test_dqn import OptimizerRates
 
 from keras_rl_gym import DDPGAgent
 from keras_rl_gym.config import agent_class, load_config
@@ -219,6 +220,26 @@ def test_updates_inside_fit_match_plain_updates(targets):
     runtime.release()
     for a, b in zip(plain.get_weights(), held.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_learning_rate_schedules_as_seen_by_each_optimizer():
+    """Keras schedules for actor and critic: each optimizer counts every update of fit and applies its own."""
+    schedule = keras.optimizers.schedules.ExponentialDecay
+    env = continuous_counter()
+    agent = DDPGAgent(
+        env.observation_space, env.action_space, actor_hidden_sizes=(8,), critic_hidden_sizes=(8,),
+        learning_starts=10, batch_size=8, seed=0,
+        actor_learning_rate=schedule(1e-3, decay_steps=20, decay_rate=0.5, staircase=True),
+        critic_learning_rate=schedule(2e-3, decay_steps=30, decay_rate=0.5, staircase=True),
+    )  # fmt: skip
+    probe = OptimizerRates("actor_optimizer", "critic_optimizer")
+    agent.fit(env, steps=100, verbose=0, log_every=25, callbacks=[probe])
+    updates = [16, 41, 66, 91]  # one per env step from step 10 on
+    assert [row["updates"] for row in probe.seen] == updates
+    for name, start, every in (("actor_optimizer", 1e-3, 20), ("critic_optimizer", 2e-3, 30)):
+        assert [row[name][0] for row in probe.seen] == updates, name
+        rates = [row[name][1] for row in probe.seen]
+        np.testing.assert_allclose(rates, [start * 0.5 ** (n // every) for n in updates], rtol=1e-5, err_msg=name)
 
 
 # -- acting and exploring on the host -----------------------------------------------------------

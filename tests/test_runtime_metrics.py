@@ -13,8 +13,9 @@ import keras
 import numpy as np
 import pytest
 from probe_envs import CounterEnv
+from test_dqn import OptimizerRates
 
-from keras_rl_gym import DQNAgent
+from keras_rl_gym import DQNAgent, PPOAgent
 from keras_rl_gym.spaces import env_spaces
 
 LENGTH = 4  # CounterEnv episode length: obs [episode, t] with t in 0..LENGTH
@@ -225,3 +226,30 @@ def test_weights_after_fused_updates_match_one_by_one():
     opt_plain, opt_held = (int(keras.ops.convert_to_numpy(a.optimizer.iterations)) for a in (plain, held))
     assert opt_plain == opt_held == 9
     np.testing.assert_array_equal(held.act(OBS), plain.act(OBS))
+
+
+# -- the learning-rate schedule as the held optimizer applies it -----------------------------------
+@pytest.mark.parametrize("form", ["decay", "schedule", "decay-two-rates"])
+def test_policy_agent_learning_rate_as_seen_by_the_optimizer(form):
+    """PPO's optimizer (or each Adam of its MultiOptimizer) counts every update of fit and applies its
+    schedule at that count, held state synced; fit logs the policy's rate."""
+    kwargs = {
+        "decay": dict(learning_rate=1e-3, learning_rate_decay=0.5),
+        "schedule": dict(learning_rate=keras.optimizers.schedules.ExponentialDecay(1e-3, 8, 0.5, staircase=True)),
+        "decay-two-rates": dict(learning_rate=1e-3, value_learning_rate=3e-3, learning_rate_decay=0.5),
+    }[form]
+    decay = (lambda n: 0.5 ** (n // 8)) if form == "schedule" else (lambda n: 0.5 ** (n / 1000))
+    starts = [1e-3, 3e-3] if form == "decay-two-rates" else [1e-3]  # policy, critic
+    env = CounterEnv(length=5)
+    agent = PPOAgent(*env_spaces(env), hidden_sizes=(8,), n_steps=16, batch_size=8, n_epochs=2, seed=0, **kwargs)
+    probe = OptimizerRates("optimizer")
+    agent.fit(env, steps=128, verbose=0, log_every=32, callbacks=[probe])
+    assert len(probe.seen) == 4
+    for row in probe.seen:
+        # (iterations, rate) of each Adam, the policy's (the lower rate) first.
+        seen = sorted((value for key, value in row.items() if key.startswith("optimizer")), key=lambda x: x[1])
+        assert [n for n, _ in seen] == [row["updates"]] * len(starts) and row["updates"] > 0
+        np.testing.assert_allclose([rate for _, rate in seen], [s * decay(row["updates"]) for s in starts], rtol=1e-5)
+        assert row["logged"] == pytest.approx(seen[0][1], rel=1e-5)
+    updates = [row["updates"] for row in probe.seen]
+    assert all(a < b for a, b in zip(updates, updates[1:]))
