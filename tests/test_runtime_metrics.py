@@ -4,7 +4,7 @@ Inside ``hold()`` a fused runtime (JAX, TensorFlow) runs each update with the
 next act, so it reports the update's metrics later than ``update()`` returns.
 These tests play the same script of calls through a held runtime, as ``fit``
 makes them, and one call at a time outside ``hold()``, where every update runs
-at once: the metrics reported, their order, and the weights must be the same.
+at once: the metrics reported, their order, what each act returns, and the weights must be the same.
 """
 
 import math
@@ -13,8 +13,9 @@ import keras
 import numpy as np
 import pytest
 from probe_envs import CounterEnv
+from test_dqn import OptimizerRates
 
-from keras_rl_gym import DQNAgent
+from keras_rl_gym import DQNAgent, PPOAgent
 from keras_rl_gym.spaces import env_spaces
 
 LENGTH = 4  # CounterEnv episode length: obs [episode, t] with t in 0..LENGTH
@@ -40,35 +41,68 @@ def counter_batch(seed, n=8, nan=False):
 OBS = counter_batch(99, n=3)["obs"]
 
 
+class ActsWithQ(DQNAgent):
+    """A DQN whose compiled act also returns the Q-values behind its greedy actions: a test can see
+    which weights an act read, where the greedy actions alone rarely change in one small update."""
+
+    def act_graph(self, obs):
+        q = self.q_network(obs)
+        return keras.ops.argmax(q, axis=-1), q
+
+    def _greedy(self, obs):
+        return np.asarray(self.runtime.act(obs)[0])
+
+
+def numpy_q(agent, obs):
+    """The Q-network's forward pass in NumPy, from the Keras variables' current values."""
+    (k0, b0), (k1, b1) = (agent.q_network.get_layer(f"q_network_{n}").get_weights() for n in ("dense0", "q"))
+    return np.maximum(obs @ k0 + b0, 0.0) @ k1 + b1
+
+
 def make_agents():
     spaces = env_spaces(CounterEnv(length=LENGTH))
-    plain = DQNAgent(*spaces, hidden_sizes=(8,), max_grad_norm=1.0, seed=0)
-    held = DQNAgent(*spaces, hidden_sizes=(8,), max_grad_norm=1.0, seed=0)
+    plain = ActsWithQ(*spaces, hidden_sizes=(8,), max_grad_norm=1.0, seed=0)
+    held = ActsWithQ(*spaces, hidden_sizes=(8,), max_grad_norm=1.0, seed=0)
     held.set_weights(plain.get_weights())
     return plain, held
 
 
+def check_act(out):
+    """The act's greedy actions and Q-values, checked for shape, dtype and range; returns the Q-values."""
+    actions, q = out
+    assert actions.shape == (len(OBS),) and np.issubdtype(actions.dtype, np.integer)
+    assert q.shape == (len(OBS), 2) and q.dtype == np.float32
+    np.testing.assert_array_equal(actions, q.argmax(axis=1))  # in {0, 1}: the greedy ones
+    return q
+
+
 def play_plain(agent, script):
-    """Each call at once, outside ``hold()``: every ``update`` returns its own metrics."""
-    reported = []
+    """Each call at once, outside ``hold()``: every ``update`` returns its own metrics and every
+    act reads the weights of all the updates before it (checked against NumPy on those weights).
+
+    Returns the metrics reported and the Q-values of each act.
+    """
+    reported, acts = [], []
     for op, *args in script:
         if op == "update":
             reported.append(agent.runtime.update(*args))
         elif op == "act":
-            agent.runtime.act(OBS)
+            acts.append(check_act(agent.runtime.act(OBS)))
+            np.testing.assert_allclose(acts[-1], numpy_q(agent, OBS), rtol=1e-5, atol=1e-5)
         elif op == "targets":
             agent.runtime.update_targets(*args)
-    return reported
+    return reported, acts
 
 
 def play_held(agent, script, stop_on_nan=False):
     """The script inside ``hold()``, read as ``fit`` reads it: ``update``'s non-empty dicts and,
     after each act, ``drain()``; then ``drain()`` after ``release()``.
 
-    Returns the metrics reported and, after each act, how many updates were still unreported.
+    Returns the metrics reported, after each act how many updates were still unreported,
+    and the Q-values of each act.
     """
     runtime = agent.runtime
-    reported, unreported_after_act, updates = [], [], 0
+    reported, unreported_after_act, acts, updates = [], [], [], 0
 
     def take(metrics_list):
         reported.extend(m for m in metrics_list if m)
@@ -80,7 +114,7 @@ def play_held(agent, script, stop_on_nan=False):
             updates += 1
             failed = take([runtime.update(*args)])
         elif op == "act":
-            runtime.act(OBS)
+            acts.append(check_act(runtime.act(OBS)))
             failed = take(runtime.drain())
             unreported_after_act.append(updates - len(reported))
         elif op == "targets":
@@ -93,7 +127,7 @@ def play_held(agent, script, stop_on_nan=False):
             break  # fit raises NonFiniteLossError here
     runtime.release()
     take(runtime.drain())
-    return reported, unreported_after_act
+    return reported, unreported_after_act, acts
 
 
 def assert_same_metrics(reported, expected):
@@ -138,10 +172,18 @@ SCRIPTS = {
 def test_every_update_reported_once_in_order(name):
     script = SCRIPTS[name]
     plain, held = make_agents()
-    expected = play_plain(plain, script)
-    reported, unreported_after_act = play_held(held, script)
+    initial = numpy_q(plain, OBS)
+    expected, plain_acts = play_plain(plain, script)
+    reported, unreported_after_act, held_acts = play_held(held, script)
     # One dict per update, the same as one by one: none late by one, none dropped at release.
     assert_same_metrics(reported, expected)
+    # Each act reads the weights after the updates before it, the waiting one included (FusedRuntime:
+    # update, then act with the new weights), never the weights from before the waiting update.
+    assert len(held_acts) == len(plain_acts) == script.count(("act",))
+    for got, want in zip(held_acts, plain_acts):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    for before, after in zip([initial, *plain_acts], plain_acts):
+        assert np.abs(after - before).max() > 1e-4  # an update comes before each act: stale weights would show
     # An act returns only when the updates before it are done: fit can take their
     # metrics then, at the env step they belong to, before the next update is made.
     assert unreported_after_act == [0] * len(unreported_after_act)
@@ -150,9 +192,9 @@ def test_every_update_reported_once_in_order(name):
 def test_nan_in_the_last_update_before_release_is_reported():
     script = [update(0), ("act",), update(1), ("act",), update(2, nan=True)]
     plain, held = make_agents()
-    expected = play_plain(plain, script)
+    expected, _ = play_plain(plain, script)
     assert math.isnan(expected[-1]["loss"])
-    reported, _ = play_held(held, script)
+    reported, _, _ = play_held(held, script)
     assert_same_metrics(reported, expected)
     assert math.isnan(reported[-1]["loss"])
     # The non-finite update was not applied: the weights are those after the last finite one.
@@ -167,7 +209,7 @@ def test_update_queued_after_an_unseen_nan_is_dropped():
     run, so a caller that stops at the NaN keeps the weights from before it, as on torch."""
     script = [update(0), ("act",), update(1, nan=True), update(2), ("act",), update(3)]
     plain, held = make_agents()
-    reported, _ = play_held(held, script, stop_on_nan=True)
+    reported, _, _ = play_held(held, script, stop_on_nan=True)
     assert math.isnan(reported[-1]["loss"])
     assert len(reported) == 2  # update(2) never ran, so it has no metrics
     play_plain(plain, script[:2])
@@ -184,3 +226,30 @@ def test_weights_after_fused_updates_match_one_by_one():
     opt_plain, opt_held = (int(keras.ops.convert_to_numpy(a.optimizer.iterations)) for a in (plain, held))
     assert opt_plain == opt_held == 9
     np.testing.assert_array_equal(held.act(OBS), plain.act(OBS))
+
+
+# -- the learning-rate schedule as the held optimizer applies it -----------------------------------
+@pytest.mark.parametrize("form", ["decay", "schedule", "decay-two-rates"])
+def test_policy_agent_learning_rate_as_seen_by_the_optimizer(form):
+    """PPO's optimizer (or each Adam of its MultiOptimizer) counts every update of fit and applies its
+    schedule at that count, held state synced; fit logs the policy's rate."""
+    kwargs = {
+        "decay": dict(learning_rate=1e-3, learning_rate_decay=0.5),
+        "schedule": dict(learning_rate=keras.optimizers.schedules.ExponentialDecay(1e-3, 8, 0.5, staircase=True)),
+        "decay-two-rates": dict(learning_rate=1e-3, value_learning_rate=3e-3, learning_rate_decay=0.5),
+    }[form]
+    decay = (lambda n: 0.5 ** (n // 8)) if form == "schedule" else (lambda n: 0.5 ** (n / 1000))
+    starts = [1e-3, 3e-3] if form == "decay-two-rates" else [1e-3]  # policy, critic
+    env = CounterEnv(length=5)
+    agent = PPOAgent(*env_spaces(env), hidden_sizes=(8,), n_steps=16, batch_size=8, n_epochs=2, seed=0, **kwargs)
+    probe = OptimizerRates("optimizer")
+    agent.fit(env, steps=128, verbose=0, log_every=32, callbacks=[probe])
+    assert len(probe.seen) == 4
+    for row in probe.seen:
+        # (iterations, rate) of each Adam, the policy's (the lower rate) first.
+        seen = sorted((value for key, value in row.items() if key.startswith("optimizer")), key=lambda x: x[1])
+        assert [n for n, _ in seen] == [row["updates"]] * len(starts) and row["updates"] > 0
+        np.testing.assert_allclose([rate for _, rate in seen], [s * decay(row["updates"]) for s in starts], rtol=1e-5)
+        assert row["logged"] == pytest.approx(seen[0][1], rel=1e-5)
+    updates = [row["updates"] for row in probe.seen]
+    assert all(a < b for a, b in zip(updates, updates[1:]))
