@@ -184,6 +184,7 @@ class PolicyAgent(Agent):
         value_lr, self.value_optimizer = value_learning_rate, None
         if self.value_network is None or value_lr is None or value_lr == learning_rate:
             self.optimizer = keras.optimizers.Adam(self.lr_schedule, global_clipnorm=max_grad_norm)
+            actor = critic = None
         else:
             # The tutorial's separate lr_a and lr_c, still on the one loss: the critic's
             # variables go to an Adam of their own, after the joint clip.
@@ -199,6 +200,8 @@ class PolicyAgent(Agent):
                 actor.global_clipnorm = critic.global_clipnorm = max_grad_norm
                 self.optimizer, self.value_optimizer = actor, critic
                 self.value_optimizer.build(self.value_network.trainable_variables)
+        # The Adams whose rates are logged (a plain reference: Keras tracks them in self.optimizer).
+        object.__setattr__(self, "_rate_optimizers", (actor or self.optimizer, critic))
         if self.value_optimizer is not None:
             self.optimizer.build([v for v in self.trainable_variables if id(v) not in critic_ids])
         else:
@@ -276,7 +279,12 @@ class PolicyAgent(Agent):
         return (), np.int32
 
     def _log_values(self):
-        return {"learning_rate": schedules.current_learning_rate(self.lr_schedule, self.updates)}
+        # Read from the optimizers themselves: a rate a callback set is the one logged.
+        actor, critic = self._rate_optimizers
+        logs = {"learning_rate": schedules.optimizer_learning_rate(actor, self.updates)}
+        if critic is not None:
+            logs["value_learning_rate"] = schedules.optimizer_learning_rate(critic, self.updates)
+        return logs
 
 
 class OnPolicyAgent(PolicyAgent):
