@@ -627,10 +627,11 @@ class Agent(keras.Model):
 
     # -- recurrent state -------------------------------------------------------------
     # An agent whose acting carries state from one env step to the next (DRQN's LSTM h, c)
-    # overrides ``initial_state``, and its ``_greedy`` reads and writes ``_state``. The loop
-    # of fit and evaluate starts the state with ``initial_state`` and, after each vector
-    # step, restarts the rows of the envs whose next observation begins an episode with
-    # ``reset_state``. Feed-forward agents keep ``None`` and these do nothing.
+    # overrides ``initial_state``, and its ``_greedy`` reads and writes ``_state`` (writable
+    # arrays, one row per env). The loop of fit and evaluate starts the state with
+    # ``initial_state`` and, after each vector step, restarts the rows of the envs whose
+    # next observation begins an episode with ``reset_state``. Feed-forward agents keep
+    # ``None`` and these do nothing.
     @property
     def recurrent_state(self) -> tuple[np.ndarray, ...] | None:
         """The acting state carried between env steps: a tuple of arrays, one row per env; ``None`` if none."""
@@ -644,7 +645,7 @@ class Agent(keras.Model):
         """Restarts the acting state of the envs where ``mask`` is true, as at an episode's start.
 
         ``act`` carries a recurrent agent's state from call to call: a loop of
-        one's own calls this when episodes end (``mask = terminated | truncated``).
+        one's own calls this for the envs it resets (whose next observation starts an episode).
         """
         if self._state is None:
             return
