@@ -1,4 +1,4 @@
-"""DRQN (DQN with an LSTM Q-network) on MsPacman's RAM: the tutorial's dqn-lstm-mspacman-ram config.
+"""DRQN (DRQNAgent: DQN with an LSTM Q-network) on MsPacman's RAM: the tutorial's dqn-lstm-mspacman-ram config.
 
 Needs the atari extra: pip install "keras-rl-gym[atari]".
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from keras_rl_gym.config import load_config, run
 
-CONFIG = Path(__file__).parents[1] / "configs" / "dqn-lstm-mspacman-ram.json"
+CONFIG = Path(__file__).parents[1] / "configs" / "drqn-mspacman-ram.json"
 
 
 def main():

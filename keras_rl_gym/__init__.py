@@ -30,6 +30,7 @@ _EXPORTS = {
     "Agent": "keras_rl_gym.agents.base",
     "DDPGAgent": "keras_rl_gym.agents.ddpg",
     "DQNAgent": "keras_rl_gym.agents.dqn",
+    "DRQNAgent": "keras_rl_gym.agents.drqn",
     "NonFiniteLossError": "keras_rl_gym.agents.base",
     "PPOAgent": "keras_rl_gym.agents.ppo",
     "QLearningAgent": "keras_rl_gym.agents.qlearning",

@@ -39,6 +39,7 @@ import gymnasium as gym
 ALGORITHMS = {
     "qlearning": "keras_rl_gym.agents.qlearning:QLearningAgent",
     "dqn": "keras_rl_gym.agents.dqn:DQNAgent",
+    "drqn": "keras_rl_gym.agents.drqn:DRQNAgent",
     "reinforce": "keras_rl_gym.agents.reinforce:ReinforceAgent",
     "actor_critic": "keras_rl_gym.agents.actor_critic:ActorCriticAgent",
     "a2c": "keras_rl_gym.agents.actor_critic:ActorCriticAgent",

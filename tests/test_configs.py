@@ -34,7 +34,7 @@ def test_configs_are_shipped():
         "dqn-cartpole",
         "dqn-dense-cartpole",
         "dqn-conv-pong",
-        "dqn-lstm-mspacman-ram",
+        "drqn-mspacman-ram",
         "qlearning-cartpole",
         "reinforce-cartpole",
         "actor-critic-cartpole",

@@ -11,16 +11,16 @@ import pytest
 from gymnasium import spaces
 from probe_envs import CounterEnv
 
-from keras_rl_gym import DQNAgent, NonFiniteLossError
+from keras_rl_gym import DQNAgent, DRQNAgent, NonFiniteLossError
 from keras_rl_gym.callbacks import Checkpoint, EvaluationCallback, MLflowLogger
 from keras_rl_gym.loop import EpisodeLoop
 from keras_rl_gym.wrappers.atari import EpisodicLifeEnv
 
 
-def small_dqn(env, **kwargs):
+def small_dqn(env, cls=DQNAgent, **kwargs):
     params = dict(hidden_sizes=(16,), learning_starts=20, batch_size=8, target_update_every=25, seed=0)
     params.update(kwargs)
-    return DQNAgent(env.observation_space, env.action_space, **params)
+    return cls(env.observation_space, env.action_space, **params)
 
 
 class FailingEnv(CounterEnv):
@@ -214,12 +214,12 @@ def weights(agent):
     return [np.array(w) for w in agent.get_weights()]
 
 
-@pytest.mark.parametrize("network", ["dense", "lstm"])
-def test_evaluation_callback_leaves_training_bit_identical(network):
+@pytest.mark.parametrize("recurrent", [False, True], ids=["dqn", "drqn"])
+def test_evaluation_callback_leaves_training_bit_identical(recurrent):
     def train(callbacks):
         keras.backend.clear_session()
         env = CounterEnv(length=50)
-        agent = small_dqn(env, network=network, lstm_size=8, sequence_length=4)
+        agent = small_dqn(env, DRQNAgent, lstm_size=8, sequence_length=4) if recurrent else small_dqn(env)
         agent.fit(env, steps=240, verbose=0, log_every=20, callbacks=callbacks)
         return agent
 
@@ -230,10 +230,10 @@ def test_evaluation_callback_leaves_training_bit_identical(network):
     for a, b in zip(weights(plain), weights(evaluated)):
         np.testing.assert_array_equal(a, b)
     assert plain.updates == evaluated.updates and plain.epsilon == evaluated.epsilon
-    if network == "lstm":
+    if recurrent:
         # Mid-episode (t = 40 of 50): the recurrent training state is the one training left.
-        assert np.abs(plain._state[0]).sum() > 0
-        for a, b in zip(plain._state, evaluated._state):
+        assert np.abs(plain.recurrent_state[0]).sum() > 0
+        for a, b in zip(plain.recurrent_state, evaluated.recurrent_state):
             np.testing.assert_array_equal(a, b)
 
 

@@ -4,6 +4,7 @@ from keras_rl_gym.agents.actor_critic import ActorCriticAgent
 from keras_rl_gym.agents.base import Agent, NonFiniteLossError
 from keras_rl_gym.agents.ddpg import DDPGAgent
 from keras_rl_gym.agents.dqn import DQNAgent
+from keras_rl_gym.agents.drqn import DRQNAgent
 from keras_rl_gym.agents.ppo import PPOAgent
 from keras_rl_gym.agents.qlearning import QLearningAgent
 from keras_rl_gym.agents.reinforce import ReinforceAgent
@@ -13,6 +14,7 @@ __all__ = [
     "Agent",
     "DDPGAgent",
     "DQNAgent",
+    "DRQNAgent",
     "NonFiniteLossError",
     "PPOAgent",
     "QLearningAgent",

@@ -654,7 +654,7 @@ class Agent(keras.Model):
         with _DeferredSignals() as signals:
             try:
                 self._on_fit_begin(n, steps)
-                self._reset_policy_state(n)
+                self._state = self.initial_state(n)
                 self.runtime.hold(steps)
                 loop.reset(seed)
                 cbs.on_train_begin()
@@ -666,7 +666,7 @@ class Agent(keras.Model):
                     take(self.runtime.drain())  # the act ran a waiting update: check it now
                     t = loop.step(self._to_env(actions))
                     self._observe(t.obs, actions, t.reward, t.next_obs, t.terminated, t.truncated, t.valid)
-                    self._episode_ended(t.restart)  # recurrent state restarts with each episode
+                    self.reset_state(t.restart)  # recurrent state restarts with each episode
                     self.env_steps += t.n_valid
                     for _, ret, length in t.games:
                         self.episodes += 1
@@ -783,11 +783,11 @@ class Agent(keras.Model):
         returns, lengths = [], []
         saved_state = self._state
         try:
-            self._reset_policy_state(n)
+            self._state = self.initial_state(n)
             loop.reset(seed)
             while (counts < targets).any():
                 t = loop.step(self._to_env(self._greedy(loop.obs)))
-                self._episode_ended(t.restart)
+                self.reset_state(t.restart)
                 for i, ret, length in t.games:
                     if counts[i] < targets[i]:
                         counts[i] += 1
@@ -802,11 +802,34 @@ class Agent(keras.Model):
             "returns": [float(r) for r in returns],
         }
 
-    def _reset_policy_state(self, num_envs: int) -> None:
-        """Resets the acting state ``_state`` (recurrent h, c); nothing for feed-forward agents."""
+    # -- recurrent state -------------------------------------------------------------
+    # An agent whose acting carries state from one env step to the next (DRQN's LSTM h, c)
+    # overrides ``initial_state``, and its ``_greedy`` reads and writes ``_state`` (writable
+    # arrays, one row per env). The loop of fit and evaluate starts the state with
+    # ``initial_state`` and, after each vector step, restarts the rows of the envs whose
+    # next observation begins an episode with ``reset_state``. Feed-forward agents keep
+    # ``None`` and these do nothing.
+    @property
+    def recurrent_state(self) -> tuple[np.ndarray, ...] | None:
+        """The acting state carried between env steps: a tuple of arrays, one row per env; ``None`` if none."""
+        return self._state
 
-    def _episode_ended(self, mask: np.ndarray) -> None:
-        """Resets the recurrent state of the envs in ``mask``; nothing for feed-forward agents."""
+    def initial_state(self, num_envs: int) -> tuple[np.ndarray, ...] | None:
+        """The acting state at an episode's start, for ``num_envs`` envs; ``None`` for feed-forward agents."""
+        return None
+
+    def reset_state(self, mask) -> None:
+        """Restarts the acting state of the envs where ``mask`` is true, as at an episode's start.
+
+        ``act`` carries a recurrent agent's state from call to call: a loop of
+        one's own calls this for the envs it resets (whose next observation starts an episode).
+        """
+        if self._state is None:
+            return
+        mask = np.asarray(mask, bool)
+        if mask.any():
+            for rows, start in zip(self._state, self.initial_state(int(mask.sum()))):
+                rows[mask] = start
 
     # -- serialization -------------------------------------------------------------
     def get_config(self) -> dict:

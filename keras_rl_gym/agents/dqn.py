@@ -11,7 +11,7 @@ from keras import ops
 
 from keras_rl_gym import networks, schedules
 from keras_rl_gym.agents.base import Agent, masked_mean
-from keras_rl_gym.buffers import FrameReplayBuffer, ReplayBuffer, SequenceReplayBuffer
+from keras_rl_gym.buffers import FrameReplayBuffer, ReplayBuffer
 from keras_rl_gym.spaces import require
 
 LOSSES = ("mse", "huber")
@@ -34,16 +34,12 @@ class DQNAgent(Agent):
     by ``target <- tau * online + (1 - tau) * target`` (``tau=1`` is the hard copy).
 
     Args:
-        observation_space: a ``Box`` space (vectors for ``network="dense"`` or
-            ``"lstm"``, HxWxC images for ``network="conv"``).
+        observation_space: a ``Box`` space (vectors for ``network="dense"``,
+            HxWxC images for ``network="conv"``).
         action_space: a ``Discrete`` space.
-        network: ``"dense"``, ``"conv"`` (the Nature DQN torso) or ``"lstm"``
-            (DRQN: dense layers, then an LSTM; trained on sequences of
-            ``sequence_length`` consecutive transitions, its recurrent state
-            carried while acting and reset at each episode start).
+        network: ``"dense"`` or ``"conv"`` (the Nature DQN torso). DRQN's
+            LSTM Q-network is :class:`~keras_rl_gym.agents.drqn.DRQNAgent`.
         hidden_sizes: widths of the dense layers.
-        lstm_size: units of the LSTM (``network="lstm"``).
-        sequence_length: transitions per training sequence (the tutorial's ``step_size``).
         double: use Double DQN targets.
         dueling: use a dueling value/advantage head (Wang et al., 2016).
         gamma: discount factor.
@@ -81,8 +77,8 @@ class DQNAgent(Agent):
         Wang et al., "Dueling Network Architectures for Deep Reinforcement Learning", ICML 2016.
     """
 
-    _host_attributes = frozenset({"_state"})
     _saved_state = ("epsilon", "_steps_since_train", "_steps_since_target")
+    _NETWORKS = ("dense", "conv")  # the values of ``network`` this class builds
 
     def __init__(
         self,
@@ -91,8 +87,6 @@ class DQNAgent(Agent):
         *,
         network: str = "dense",
         hidden_sizes: Sequence[int] = (64, 64),
-        lstm_size: int = 64,
-        sequence_length: int = 8,
         double: bool = False,
         dueling: bool = False,
         gamma: float = 0.99,
@@ -115,18 +109,17 @@ class DQNAgent(Agent):
         seed: int | None = None,
         **kwargs,
     ):
+        # Checked before Keras's constructor, which would reject a DRQN's lstm_size first.
+        if network not in self._NETWORKS:
+            drqn = " DRQN's LSTM Q-network is DRQNAgent (algo 'drqn' in a run config)." if network == "lstm" else ""
+            expected = " or ".join(map(repr, self._NETWORKS))
+            raise ValueError(f"Unknown network {network!r} for {type(self).__name__}: expected {expected}.{drqn}")
         super().__init__(observation_space, action_space, gamma=gamma, seed=seed, **kwargs)
         require(self.action_space, (spaces.Discrete,), type(self).__name__, "action")
         require(self.observation_space, (spaces.Box,), type(self).__name__, "observation")
         obs_shape = self.observation_space.shape
         if network == "dense" and len(obs_shape) == 3:
             raise ValueError(f"{type(self).__name__}: image observations {obs_shape} need network='conv', not 'dense'.")
-        if network not in ("dense", "conv", "lstm"):
-            raise ValueError(f"Unknown network {network!r}: expected 'dense', 'conv' or 'lstm'.")
-        if network == "lstm" and len(obs_shape) != 1:
-            raise ValueError(f"{type(self).__name__}: network='lstm' needs vector observations, got shape {obs_shape}.")
-        if int(sequence_length) < 1 or int(lstm_size) < 1:
-            raise ValueError(f"sequence_length and lstm_size must be >= 1, got {sequence_length} and {lstm_size}.")
         if network == "conv" and len(obs_shape) != 3:
             raise ValueError(f"{type(self).__name__}: network='conv' needs HxWxC observations, got shape {obs_shape}.")
         if loss not in LOSSES:
@@ -150,10 +143,6 @@ class DQNAgent(Agent):
 
         self.network = network
         self.hidden_sizes = tuple(int(h) for h in hidden_sizes)
-        self.lstm_size = int(lstm_size)
-        self.sequence_length = int(sequence_length)
-        self.recurrent = network == "lstm"
-        self._state = None  # the recurrent (h, c) of each env while acting
         self.double = bool(double)
         self.dueling = bool(dueling)
         self.learning_rate = learning_rate
@@ -174,26 +163,7 @@ class DQNAgent(Agent):
         self.max_grad_norm = max_grad_norm
         self.n_actions = int(self.action_space.n)
 
-        if self.recurrent:
-            self.q_network = networks.recurrent_q_network(
-                obs_shape,
-                self.n_actions,
-                hidden_sizes=self.hidden_sizes,
-                lstm_size=self.lstm_size,
-                dueling=self.dueling,
-                obs_dtype=str(self.observation_space.dtype),
-                name="q_network",
-            )
-        else:
-            self.q_network = networks.q_network(
-                obs_shape,
-                self.n_actions,
-                network=network,
-                hidden_sizes=self.hidden_sizes,
-                dueling=self.dueling,
-                obs_dtype=str(self.observation_space.dtype),
-                name="q_network",
-            )
+        self.q_network = self._build_q_network()
         # Built before the first compiled step, with the online weights.
         self.target_network = networks.target_copy(self.q_network, "q_target")
         self.lr_schedule = schedules.learning_rate(learning_rate, learning_rate_decay)
@@ -206,41 +176,49 @@ class DQNAgent(Agent):
         self._steps_since_target = 0
         self.built = True
 
+    def _build_q_network(self) -> keras.Model:
+        """The online Q-network, observations to one Q-value per action."""
+        return networks.q_network(
+            self.observation_space.shape,
+            self.n_actions,
+            network=self.network,
+            hidden_sizes=self.hidden_sizes,
+            dueling=self.dueling,
+            obs_dtype=str(self.observation_space.dtype),
+            name="q_network",
+        )
+
     # -- graph (keras.ops) ---------------------------------------------------------
     def call(self, obs, training=False):
-        """Q-values of every action, shape ``(batch, n_actions)`` (an LSTM net starts from a zero state)."""
-        if self.recurrent:
-            zeros = self._zero_state(obs)
-            return self.q_network([ops.expand_dims(obs, 1), zeros, zeros], training=training)[0][:, 0]
+        """Q-values of every action, shape ``(batch, n_actions)``."""
         return self.q_network(obs, training=training)
 
     def act_graph(self, obs):
-        if self.recurrent:
-            # One step of the recurrent net, from and to the carried state.
-            obs, h, c = obs
-            q, h, c = self.q_network([ops.expand_dims(obs, 1), h, c])
-            return ops.argmax(q[:, 0], axis=-1), h, c
         return ops.argmax(self.q_network(obs), axis=-1)
 
-    def _zero_state(self, obs):
-        return ops.zeros((ops.shape(obs)[0], self.lstm_size), "float32")
-
     def td_target(self, reward, next_obs, terminated):
-        """The Bellman target ``y``, without gradient."""
-        reward = ops.cast(reward, "float32")
-        terminated = ops.cast(terminated, "float32")
-        q_next_target = self.target_network(next_obs)
+        """The Bellman target ``y`` of a batch of transitions, without gradient."""
+        q_next_online = self.q_network(next_obs) if self.double else None
+        return self._bellman_target(reward, terminated, self.target_network(next_obs), q_next_online)
+
+    def _bellman_target(self, reward, terminated, q_next_target, q_next_online=None):
+        """``y = r + gamma * (1 - terminated) * Q_target(s', a')``, without gradient.
+
+        ``a' = argmax Q_target(s', .)`` (DQN), or ``argmax Q_online(s', .)`` from
+        ``q_next_online`` (Double DQN). ``q_next_*`` are ``(..., n_actions)`` Q-values
+        of the next observations, so one item or a whole sequence of them alike.
+        """
         if self.double:
-            # The online network picks the action, the target network values it.
-            q_next = self._pick(q_next_target, ops.argmax(self.q_network(next_obs), axis=-1))
+            # The online network picks a', the target network values it: choosing and
+            # valuing with one noisy estimate is what makes max overestimate.
+            q_next = self._pick(q_next_target, ops.argmax(q_next_online, axis=-1))
         else:
             q_next = ops.max(q_next_target, axis=-1)
-        y = reward + self.gamma * (1.0 - terminated) * q_next
+        # Only termination cuts the bootstrap: a truncated step still values s'.
+        y = ops.cast(reward, "float32") + self.gamma * (1.0 - ops.cast(terminated, "float32")) * q_next
         return ops.stop_gradient(y)
 
     def compute_rl_loss(self, batch):
-        if self.recurrent:
-            return self._sequence_loss(batch)
         action = ops.cast(batch["action"], "int32")
         y = self.td_target(batch["reward"], batch["next_obs"], batch["terminated"])
         q = self.q_network(batch["obs"], training=True)
@@ -260,50 +238,12 @@ class DQNAgent(Agent):
             per_item = ops.square(error)
         return ops.mean(per_item) if mask is None else masked_mean(per_item, mask)
 
-    def _sequence_loss(self, batch):
-        """DRQN's loss on ``(B, L)`` sequences, both nets unrolled from a zero state.
-
-        The nets read ``x = [obs, next_obs_0, ..., next_obs_{L-1}]``: ``Q(x_t)`` is
-        trained toward ``r_t + gamma * (1 - terminated_t) * Q_target(x_{t+1}, argmax ...)``,
-        and ``mask`` drops the steps after an episode's end.
-        """
-        obs, next_obs = batch["obs"], batch["next_obs"]
-        x = ops.concatenate([ops.expand_dims(obs, 1), next_obs], axis=1)
-        zeros = self._zero_state(obs)
-        q_all = self.q_network([x, zeros, zeros], training=True)[0]
-        q_target_all = self.target_network([x, zeros, zeros])[0][:, 1:]
-        q_taken = self._pick(q_all[:, :-1], ops.cast(batch["action"], "int32"))
-        if self.double:
-            q_next = self._pick(q_target_all, ops.argmax(q_all[:, 1:], axis=-1))
-        else:
-            q_next = ops.max(q_target_all, axis=-1)
-        terminated = ops.cast(batch["terminated"], "float32")
-        y = ops.stop_gradient(ops.cast(batch["reward"], "float32") + self.gamma * (1.0 - terminated) * q_next)
-        mask = ops.cast(batch["mask"], "float32")
-        return self._error_loss(q_taken - y, mask), {"q_mean": masked_mean(q_taken, mask)}
-
     def update_targets(self, tau: float):
         networks.update_target(self.target_network, self.q_network, tau)
 
     # -- host side (NumPy) ----------------------------------------------------------
     def _on_fit_begin(self, num_envs, steps):
         obs_space = self.observation_space
-        self._state = None
-        if self.recurrent and (self.buffer is None or self.buffer.data["obs"].shape[0] != num_envs):
-            self.buffer = SequenceReplayBuffer(
-                self.buffer_size,
-                num_envs,
-                self.sequence_length,
-                {
-                    "obs": (obs_space.shape, obs_space.dtype),
-                    "action": ((), np.int32),
-                    "reward": ((), np.float32),
-                    "next_obs": (obs_space.shape, obs_space.dtype),
-                    "terminated": ((), np.float32),
-                    "done": ((), bool),
-                },
-                seed=self.seed,
-            )
         if self.buffer is None and self._use_frame_replay():
             self.buffer = FrameReplayBuffer(
                 self.buffer_size,
@@ -337,33 +277,13 @@ class DQNAgent(Agent):
         if self._epsilon_fn is not None:
             self.epsilon = self._epsilon_fn(step)
         n = len(obs)
-        # A recurrent net reads every step, so its state is right when learning starts.
-        acts = step >= self.learning_starts or self.recurrent
-        actions = self._greedy(obs) if acts else np.zeros(n, np.int64)
+        # Before learning starts every action is random: the network is not run.
+        actions = self._greedy(obs) if step >= self.learning_starts else np.zeros(n, np.int64)
         # The coin flip stays on the host: random ops inside the compiled act cost more.
         explore = self.rng.random(n) < (self.epsilon if step >= self.learning_starts else 1.0)
         if explore.any():
             actions = np.where(explore, self.rng.integers(0, self.n_actions, size=n), actions)
         return actions
-
-    def _greedy(self, obs):
-        if not self.recurrent:
-            return super()._greedy(obs)
-        n = len(obs)
-        if self._state is None or len(self._state[0]) != n:
-            self._reset_policy_state(n)
-        actions, h, c = self.runtime.act((np.asarray(obs, np.float32), *self._state))
-        self._state = (np.array(h), np.array(c))  # writable copies: episode ends zero rows
-        return np.asarray(actions)
-
-    def _reset_policy_state(self, num_envs):
-        zeros = np.zeros((num_envs, self.lstm_size), np.float32)
-        self._state = (zeros, zeros.copy())
-
-    def _episode_ended(self, mask):
-        if self.recurrent and self._state is not None and mask.any():
-            for state in self._state:
-                state[mask] = 0.0
 
     def _use_frame_replay(self) -> bool:
         shape, dtype = self.observation_space.shape, self.observation_space.dtype
@@ -372,17 +292,7 @@ class DQNAgent(Agent):
         return self.replay == "frames"
 
     def _observe(self, obs, action, reward, next_obs, terminated, truncated, valid):
-        if self.recurrent:
-            self.buffer.add(
-                valid,
-                obs=obs,
-                action=action,
-                reward=reward,
-                next_obs=next_obs,
-                terminated=terminated,
-                done=np.asarray(terminated) | np.asarray(truncated),
-            )
-        elif isinstance(self.buffer, FrameReplayBuffer):
+        if isinstance(self.buffer, FrameReplayBuffer):
             # Frame replay tracks episodes per env slot: it takes the whole batch and the mask.
             self.buffer.add(obs, action, reward, next_obs, terminated, truncated, valid=valid)
         elif valid.all():
@@ -397,7 +307,7 @@ class DQNAgent(Agent):
             )
 
     def _train(self, step, new_steps):
-        if step < self.learning_starts or (self.recurrent and not self.buffer.can_sample()):
+        if step < self.learning_starts:
             return
         self._steps_since_train += new_steps
         self._steps_since_target += new_steps
@@ -420,8 +330,6 @@ class DQNAgent(Agent):
         config.update(
             network=self.network,
             hidden_sizes=list(self.hidden_sizes),
-            lstm_size=self.lstm_size,
-            sequence_length=self.sequence_length,
             double=self.double,
             dueling=self.dueling,
             learning_rate=self.learning_rate,
