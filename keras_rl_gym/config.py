@@ -157,6 +157,8 @@ _SCALARS = {
         lambda value: any(k.__name__ == "LearningRateSchedule" for k in type(value).__mro__),
         "a keras.optimizers.schedules.LearningRateSchedule",
     ),
+    "Model": (lambda value: any(k.__name__ == "Model" for k in type(value).__mro__), "a keras.Model"),
+    "Callable": (callable, "a function"),
 }
 _SEQUENCE = re.compile(r"^(?:Sequence|list|tuple|List|Tuple)\[(\w+)(?:, \.\.\.)?\]$")
 _PLURAL = {"bool": "booleans", "int": "integers", "float": "numbers", "str": "strings"}
@@ -166,7 +168,7 @@ _YAML_EXPONENT = re.compile(r"^[-+]?[0-9]+[eE][-+]?[0-9]+$")
 
 def _annotation_text(annotation) -> str:
     text = annotation if isinstance(annotation, str) else inspect.formatannotation(annotation)
-    return re.sub(r"\b(?:typing|collections\.abc|builtins|keras\.optimizers\.schedules)\.", "", text).strip()
+    return re.sub(r"\b(?:typing|collections\.abc|builtins|keras\.optimizers\.schedules|keras)\.", "", text).strip()
 
 
 def _parse_annotation(text: str):

@@ -192,7 +192,7 @@ def user_network(spec, observation_space, action_space, *, inputs, output_shape,
         spec: a ``keras.Model``, or a function ``(observation_space, action_space) -> keras.Model``.
         observation_space, action_space: the agent's spaces, given to a function ``spec``.
         inputs: ``[(shape, dtype), ...]``, one per input of the network (per example, no batch axis).
-        output_shape: the output's shape per example that the agent reads.
+        output_shape: the output's shape per example that the agent reads (a list of them for several outputs).
         role: the agent's argument that took it (``"network"``, ``"critic_network"``...), for errors.
         agent: the agent's class name, for errors.
 
@@ -215,10 +215,15 @@ def user_network(spec, observation_space, action_space, *, inputs, output_shape,
         raise ValueError(
             f"{agent}: {role} {model.name!r} cannot take this agent's input(s) [{expected}] per example: {error}"
         ) from None
-    shape = tuple(getattr(out, "shape", ()))
-    if shape != (2, *output_shape):
+    # One output shape, or a list of them for a network of several outputs (DRQN's q, h, c).
+    several = isinstance(output_shape, list)
+    outs = list(out) if several and isinstance(out, (list, tuple)) else [out]
+    got = [tuple(getattr(o, "shape", ()))[1:] for o in outs]
+    wanted = [tuple(o) for o in output_shape] if several else [tuple(output_shape)]
+    if got != wanted:
+        show = (lambda shapes: shapes if several else shapes[0]) if len(got) == len(wanted) else (lambda x: x)
         raise ValueError(
-            f"{agent}: {role} {model.name!r} outputs shape {shape[1:]} per example for input(s) [{expected}]; "
-            f"{agent} needs {tuple(output_shape)} (action space {action_space})."
+            f"{agent}: {role} {model.name!r} outputs shape {show(got)} per example for input(s) [{expected}]; "
+            f"{agent} needs {show(wanted)} (action space {action_space})."
         )
     return model

@@ -257,9 +257,9 @@ def test_bad_arguments_are_refused():
     env = CounterEnv()
     with pytest.raises(ValueError, match="DRQNAgent needs vector observations"):
         DRQNAgent(gym.spaces.Box(0, 255, (84, 84, 4), np.uint8), env.action_space)
-    with pytest.raises(ValueError, match="lstm_size must be >= 1"):
+    with pytest.raises(ValueError, match="DRQNAgent: lstm_size must be > 0, got 0"):
         DRQNAgent(env.observation_space, env.action_space, lstm_size=0)
-    with pytest.raises(ValueError, match="DRQNAgent replays sequences: replay must be 'auto'"):
+    with pytest.raises(ValueError, match=r"DRQNAgent: replay must be one of \('auto',\), got 'uniform'"):
         DRQNAgent(env.observation_space, env.action_space, replay="uniform")
     with pytest.raises(ValueError, match="Unknown network 'dense' for DRQNAgent: expected 'lstm'"):
         DRQNAgent(env.observation_space, env.action_space, network="dense")

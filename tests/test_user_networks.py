@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from probe_envs import CounterEnv
 
-from keras_rl_gym import ActorCriticAgent, DDPGAgent, PPOAgent, ReinforceAgent
+from keras_rl_gym import ActorCriticAgent, DDPGAgent, DQNAgent, DRQNAgent, PPOAgent, ReinforceAgent
 
 
 def tiny_mlp(outputs, activation=None, name="mine"):
@@ -88,10 +88,49 @@ def test_a_network_that_does_not_fit_the_spaces_is_refused_with_a_clear_error():
     wrong_input = keras.Sequential([keras.Input((7,)), keras.layers.Dense(2)], name="seven")
     with pytest.raises(ValueError, match=r"network 'seven' cannot take this agent's input\(s\) \[\(2,\) float32\]"):
         ActorCriticAgent(*spaces, network=wrong_input)
-    with pytest.raises(TypeError, match="a keras.Model or a function"):
+    with pytest.raises(ValueError, match="PPOAgent: network must be a string or a keras.Model or a function"):
         PPOAgent(*spaces, network=42)
     with pytest.raises(ValueError, match="no critic"):
         ReinforceAgent(*spaces, value_network=tiny_mlp(1))
     pendulum = gym.make("Pendulum-v1")
     with pytest.raises(ValueError, match=r"DDPGAgent: critic_network 'mine' cannot take"):
         DDPGAgent(pendulum.observation_space, pendulum.action_space, critic_network=tiny_mlp(1))
+
+
+def test_dqn_trains_saves_and_loads_a_users_q_network(tmp_path):
+    env = CounterEnv(length=5)
+    q = keras.Sequential([keras.Input((2,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(2)], name="q")
+    agent = DQNAgent(env.observation_space, env.action_space, network=q, learning_starts=20, double=True, seed=0)
+    assert agent.q_network is q and agent.target_network is not q
+    loaded = assert_trained_saved_and_loaded(agent, env, {"q": q}, tmp_path)
+    assert loaded.q_network.name == "q"
+    with pytest.raises(ValueError, match=r"DQNAgent: network 'mine' outputs shape \(3,\) .* needs \(2,\)"):
+        DQNAgent(env.observation_space, env.action_space, network=tiny_mlp(3))
+
+
+def users_lstm(observation_space, action_space, units=8):
+    """A DRQN Q-network: [obs sequence, h, c] -> [Q-values per step, h, c]."""
+    obs = keras.Input((None, *observation_space.shape))
+    h, c = keras.Input((units,)), keras.Input((units,))
+    seq, h_out, c_out = keras.layers.LSTM(units, return_sequences=True, return_state=True)(obs, initial_state=[h, c])
+    q = keras.layers.Dense(int(action_space.n))(seq)
+    return keras.Model([obs, h, c], [q, h_out, c_out], name="my_lstm")
+
+
+def test_drqn_trains_saves_and_loads_a_users_recurrent_q_network(tmp_path):
+    env = CounterEnv(length=5)
+    agent = DRQNAgent(
+        env.observation_space,
+        env.action_space,
+        network=users_lstm,
+        lstm_size=8,
+        sequence_length=4,
+        learning_starts=20,
+        seed=0,
+    )
+    assert agent.q_network.name == "my_lstm"
+    loaded = assert_trained_saved_and_loaded(agent, env, {"q": agent.q_network}, tmp_path)
+    assert loaded.q_network.name == "my_lstm"
+    # The state size must be the agent's lstm_size: the check feeds states of that size.
+    with pytest.raises(ValueError, match=r"DRQNAgent: network 'my_lstm' cannot take .*\[\(3, 2\) float32, \(16,\)"):
+        DRQNAgent(env.observation_space, env.action_space, network=users_lstm, lstm_size=16)

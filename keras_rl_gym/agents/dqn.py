@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import keras
 import numpy as np
 from gymnasium import spaces
 from keras import ops
+from keras.optimizers.schedules import LearningRateSchedule
 
 from keras_rl_gym import networks, schedules
-from keras_rl_gym.agents.base import Agent, masked_mean
+from keras_rl_gym.agents.base import (
+    ALL_POSITIVE,
+    EPSILON_RULES,
+    NON_NEGATIVE,
+    POSITIVE,
+    POSITIVE_RATE,
+    Agent,
+    between,
+    masked_mean,
+    network_kind,
+    one_of,
+)
 from keras_rl_gym.buffers import FrameReplayBuffer, ReplayBuffer
 from keras_rl_gym.spaces import require
 
@@ -79,18 +91,36 @@ class DQNAgent(Agent):
 
     _saved_state = ("epsilon", "_steps_since_train", "_steps_since_target")
     _NETWORKS = ("dense", "conv")  # the values of ``network`` this class builds
+    _attribute_names = {"loss": "loss_name"}  # keras.Model has a ``loss`` of its own
+    hyperparameter_rules = {
+        "network": network_kind(*_NETWORKS),
+        "hidden_sizes": ALL_POSITIVE,
+        "learning_rate": POSITIVE_RATE,
+        "learning_rate_decay": between(0, 1, open_low=True),
+        "loss": one_of(*LOSSES),
+        "buffer_size": POSITIVE,
+        "replay": one_of(*REPLAYS),
+        "batch_size": POSITIVE,
+        "learning_starts": NON_NEGATIVE,
+        "train_freq": POSITIVE,
+        "gradient_steps": POSITIVE,
+        "target_update_every": POSITIVE,
+        "tau": between(0, 1, open_low=True),
+        "max_grad_norm": POSITIVE,
+        **EPSILON_RULES,
+    }
 
     def __init__(
         self,
         observation_space,
         action_space,
         *,
-        network: str = "dense",
+        network: str | keras.Model | Callable = "dense",
         hidden_sizes: Sequence[int] = (64, 64),
         double: bool = False,
         dueling: bool = False,
         gamma: float = 0.99,
-        learning_rate: float = 1e-3,
+        learning_rate: float | LearningRateSchedule = 1e-3,
         learning_rate_decay: float | None = None,
         loss: str = "mse",
         buffer_size: int = 50_000,
@@ -110,11 +140,14 @@ class DQNAgent(Agent):
         **kwargs,
     ):
         # Checked before Keras's constructor, which would reject a DRQN's lstm_size first.
-        if network not in self._NETWORKS:
+        if isinstance(network, str) and network not in self._NETWORKS:
             drqn = " DRQN's LSTM Q-network is DRQNAgent (algo 'drqn' in a run config)." if network == "lstm" else ""
             expected = " or ".join(map(repr, self._NETWORKS))
-            raise ValueError(f"Unknown network {network!r} for {type(self).__name__}: expected {expected}.{drqn}")
+            raise ValueError(
+                f"Unknown network {network!r} for {type(self).__name__}: expected {expected} or a keras.Model.{drqn}"
+            )
         super().__init__(observation_space, action_space, gamma=gamma, seed=seed, **kwargs)
+        self._set_hyperparameters(locals())
         require(self.action_space, (spaces.Discrete,), type(self).__name__, "action")
         require(self.observation_space, (spaces.Box,), type(self).__name__, "observation")
         obs_shape = self.observation_space.shape
@@ -122,48 +155,14 @@ class DQNAgent(Agent):
             raise ValueError(f"{type(self).__name__}: image observations {obs_shape} need network='conv', not 'dense'.")
         if network == "conv" and len(obs_shape) != 3:
             raise ValueError(f"{type(self).__name__}: network='conv' needs HxWxC observations, got shape {obs_shape}.")
-        if loss not in LOSSES:
-            raise ValueError(f"Unknown loss {loss!r}: expected one of {LOSSES}.")
-        if replay not in REPLAYS:
-            raise ValueError(f"Unknown replay {replay!r}: expected one of {REPLAYS}.")
         if replay == "frames" and len(obs_shape) != 3:
             raise ValueError(f"replay='frames' needs HxWxC stacked-frame observations, got shape {obs_shape}.")
-        if not 0.0 < tau <= 1.0:
-            raise ValueError(f"tau must be in (0, 1], got {tau}.")
-        for key, value in {
-            "buffer_size": buffer_size,
-            "batch_size": batch_size,
-            "train_freq": train_freq,
-            "gradient_steps": gradient_steps,
-            "target_update_every": target_update_every,
-        }.items():
-            if int(value) < 1:
-                raise ValueError(f"{key} must be >= 1, got {value}.")
-        schedules.make_schedule(epsilon_schedule, max(epsilon_start, 1e-8), max(epsilon_final, 1e-8), 1)
-
-        self.network = network
-        self.hidden_sizes = tuple(int(h) for h in hidden_sizes)
-        self.double = bool(double)
-        self.dueling = bool(dueling)
-        self.learning_rate = learning_rate
-        self.learning_rate_decay = learning_rate_decay
-        self.loss_name = loss
-        self.buffer_size = int(buffer_size)
-        self.replay = replay
-        self.batch_size = int(batch_size)
-        self.learning_starts = int(learning_starts)
-        self.train_freq = int(train_freq)
-        self.gradient_steps = int(gradient_steps)
-        self.target_update_every = int(target_update_every)
-        self.tau = float(tau)
-        self.epsilon_start = float(epsilon_start)
-        self.epsilon_final = float(epsilon_final)
-        self.exploration_fraction = float(exploration_fraction)
-        self.epsilon_schedule = epsilon_schedule
-        self.max_grad_norm = max_grad_norm
         self.n_actions = int(self.action_space.n)
 
-        self.q_network = self._build_q_network()
+        inputs, output_shape = self._q_network_signature()
+        self.q_network = self._network(
+            "network", network, self._build_q_network, inputs=inputs, output_shape=output_shape
+        )
         # Built before the first compiled step, with the online weights.
         self.target_network = networks.target_copy(self.q_network, "q_target")
         self.lr_schedule = schedules.learning_rate(learning_rate, learning_rate_decay)
@@ -175,6 +174,10 @@ class DQNAgent(Agent):
         self._steps_since_train = 0  # env steps since the last round of updates
         self._steps_since_target = 0
         self.built = True
+
+    def _q_network_signature(self):
+        """What a user's Q-network must take and give, per example: observations in, one Q-value per action out."""
+        return [(self.observation_space.shape, self.observation_space.dtype)], (self.n_actions,)
 
     def _build_q_network(self) -> keras.Model:
         """The online Q-network, observations to one Q-value per action."""
@@ -324,29 +327,3 @@ class DQNAgent(Agent):
             "epsilon": float(self.epsilon),
             "learning_rate": schedules.optimizer_learning_rate(self.optimizer, self.updates),
         }
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            network=self.network,
-            hidden_sizes=list(self.hidden_sizes),
-            double=self.double,
-            dueling=self.dueling,
-            learning_rate=self.learning_rate,
-            learning_rate_decay=self.learning_rate_decay,
-            loss=self.loss_name,
-            buffer_size=self.buffer_size,
-            replay=self.replay,
-            batch_size=self.batch_size,
-            learning_starts=self.learning_starts,
-            train_freq=self.train_freq,
-            gradient_steps=self.gradient_steps,
-            target_update_every=self.target_update_every,
-            tau=self.tau,
-            epsilon_start=self.epsilon_start,
-            epsilon_final=self.epsilon_final,
-            exploration_fraction=self.exploration_fraction,
-            epsilon_schedule=self.epsilon_schedule,
-            max_grad_norm=self.max_grad_norm,
-        )
-        return config

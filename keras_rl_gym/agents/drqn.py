@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import keras
 import numpy as np
 from keras import ops
 
 from keras_rl_gym import networks
-from keras_rl_gym.agents.base import masked_mean
+from keras_rl_gym.agents.base import POSITIVE, masked_mean, network_kind, one_of
 from keras_rl_gym.agents.dqn import DQNAgent
 from keras_rl_gym.buffers import SequenceReplayBuffer
 
@@ -42,7 +44,9 @@ class DRQNAgent(DQNAgent):
     Args:
         observation_space: a ``Box`` space of vectors (Atari RAM bytes are scaled by 1/255).
         action_space: a ``Discrete`` space.
-        network: ``"lstm"``, the only one (a DRQN's config reads as a DQN's).
+        network: ``"lstm"`` (a DRQN's config reads as a DQN's), or your own recurrent Q-network: a
+            ``keras.Model`` (or a function of the spaces) from ``[obs (batch, time, *obs_shape), h, c]``
+            to ``[Q (batch, time, n_actions), h, c]``, with states of ``lstm_size`` units.
         lstm_size: units of the LSTM.
         sequence_length: transitions per training sequence (the tutorial's ``step_size``).
         **kwargs: every other argument of ``DQNAgent``, with its meaning and
@@ -64,26 +68,40 @@ class DRQNAgent(DQNAgent):
     """
 
     _NETWORKS = ("lstm",)
+    hyperparameter_rules = {
+        "network": network_kind(*_NETWORKS),
+        "replay": one_of("auto"),  # DRQN always replays sequences
+        "lstm_size": POSITIVE,
+        "sequence_length": POSITIVE,
+    }
 
     def __init__(
         self,
         observation_space,
         action_space,
         *,
-        network: str = "lstm",
+        network: str | keras.Model | Callable = "lstm",
         lstm_size: int = 64,
         sequence_length: int = 8,
         **kwargs,
     ):
-        if int(sequence_length) < 1 or int(lstm_size) < 1:
-            raise ValueError(f"sequence_length and lstm_size must be >= 1, got {sequence_length} and {lstm_size}.")
-        if kwargs.get("replay", "auto") != "auto":
-            raise ValueError(f"DRQNAgent replays sequences: replay must be 'auto', got {kwargs['replay']!r}.")
-        # DQNAgent's constructor builds the Q-network (_build_q_network), which reads
-        # these: they are set first (plain ints, which Keras does not track).
-        self.lstm_size = int(lstm_size)
-        self.sequence_length = int(sequence_length)
+        # DQNAgent's constructor builds the Q-network (_q_network_signature, _build_q_network),
+        # which reads these: they are set first (plain values, which Keras does not track),
+        # and checked and recorded with DQN's arguments (_set_hyperparameters).
+        self.lstm_size, self.sequence_length = lstm_size, sequence_length
         super().__init__(observation_space, action_space, network=network, **kwargs)
+
+    def _set_hyperparameters(self, values=None, **more):
+        if values is not None and "lstm_size" not in values:  # DQNAgent's, checked with DRQN's own
+            more = dict(more, lstm_size=self.lstm_size, sequence_length=self.sequence_length)
+        super()._set_hyperparameters(values, **more)
+
+    def _q_network_signature(self):
+        # A sequence of 3 observations and the LSTM state in; Q-values per step and the new state out.
+        obs, time = self.observation_space, 3
+        state = ((self.lstm_size,), "float32")
+        inputs = [((time, *obs.shape), obs.dtype), state, state]
+        return inputs, [(time, self.n_actions), (self.lstm_size,), (self.lstm_size,)]
 
     def _build_q_network(self) -> keras.Model:
         obs_shape = self.observation_space.shape
@@ -188,8 +206,3 @@ class DRQNAgent(DQNAgent):
         # No update, nor a count toward one, until some env has stored a whole sequence.
         if self.buffer.can_sample():
             yield from super()._train(step, new_steps)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(lstm_size=self.lstm_size, sequence_length=self.sequence_length)
-        return config
