@@ -245,3 +245,15 @@ def test_standard_callbacks_without_an_rl_meaning_are_refused(tmp_path, make, wh
     with pytest.raises(TypeError, match="keras.callbacks.Callback instances"):
         agent.fit(env, steps=20, verbose=0, callbacks=[print])
     assert agent.env_steps == 0
+
+
+def test_remote_monitor_posts_each_interval(monkeypatch):
+    import requests
+
+    posted = []
+    monkeypatch.setattr(requests, "post", lambda url, **kwargs: posted.append((url, kwargs)))
+    env = CounterEnv(length=5)
+    monitor = keras.callbacks.RemoteMonitor(root="http://monitor", send_as_json=True)
+    small_dqn(env).fit(env, steps=200, verbose=0, log_every=100, callbacks=[monitor])
+    assert [url for url, _ in posted] == ["http://monitor/publish/epoch/end/"] * 2
+    assert [kwargs["json"]["env_steps"] for _, kwargs in posted] == [100.0, 200.0]

@@ -577,7 +577,7 @@ class Agent(keras.Model):
                 ``EarlyStopping``, ``CSVLogger``, ``LearningRateScheduler``,
                 ``ReduceLROnPlateau``, ``TerminateOnNaN`` (which makes a NaN loss
                 end ``fit`` normally instead of raising), ``TensorBoard`` and
-                ``LambdaCallback`` work; ``ProgbarLogger``, ``BackupAndRestore``,
+                ``LambdaCallback``, ``RemoteMonitor`` work; ``ProgbarLogger``, ``BackupAndRestore``,
                 ``OrbaxCheckpoint`` and ``SwapEMAWeights`` are refused with the
                 reason. keras-rl-gym's own also get ``on_episode_end``,
                 ``on_progress`` and ``on_fit_error``.
