@@ -304,7 +304,7 @@ def test_lstm_beats_dense_on_cartpole_without_velocities():
     make = lambda: RemoveVelocity(gym.make("CartPole-v1"))  # noqa: E731
     common = dict(
         double=True,
-        learning_rate=5e-4,
+        learning_rate=1e-3,
         batch_size=32,
         buffer_size=50_000,
         learning_starts=1_000,
@@ -323,5 +323,6 @@ def test_lstm_beats_dense_on_cartpole_without_velocities():
         agent.fit(env, steps=25_000, verbose=0)
         results[name] = agent.evaluate(make(), episodes=20, seed=1_000)["mean_return"]
     print(f"CartPole-v1 without velocities, 25k steps: LSTM {results['lstm']:.1f}, dense {results['dense']:.1f}")
-    # A memoryless policy on positions alone balances ~40 steps; the LSTM must clearly do better.
-    assert results["lstm"] > results["dense"] + 15, results
+    # A memoryless policy on positions alone balances ~40 steps; the LSTM must clearly do better
+    # (at a 1e-3 rate, seed 0: jax 468.6, tensorflow 146.8, torch 286.1 against dense 42-45).
+    assert results["lstm"] > results["dense"] + 40, results
