@@ -20,7 +20,9 @@ import keras
 import numpy as np
 
 from keras_rl_gym import backend as rl_backend
+from keras_rl_gym.config import agent_annotations, check_type
 from keras_rl_gym.loop import EpisodeLoop, as_vector_env
+from keras_rl_gym.networks import user_network
 from keras_rl_gym.spaces import same_space, space_from_config, space_to_config
 
 
@@ -337,8 +339,6 @@ class Agent(keras.Model):
         ints and floats become Python ``int``/``float``, sequences tuples. The
         value is set as an attribute and kept for ``get_config``.
         """
-        from keras_rl_gym.config import agent_annotations, check_type
-
         cls = type(self)
         annotations = agent_annotations(cls)
         rules = {}
@@ -373,8 +373,6 @@ class Agent(keras.Model):
         """
         if isinstance(spec, str):
             return default()
-        from keras_rl_gym.networks import user_network
-
         model = user_network(
             spec,
             self.observation_space,
