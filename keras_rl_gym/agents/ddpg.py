@@ -51,6 +51,10 @@ class DDPGAgent(Agent):
         action_space: a ``Box`` space with finite bounds, of shape ``(n,)``.
         actor_hidden_sizes: widths of the actor's dense layers.
         critic_hidden_sizes: widths of the critic's dense layers.
+        actor_network: your own actor instead: a ``keras.Model`` (or a function
+            ``(observation_space, action_space) -> keras.Model``) from ``(batch, *obs_shape)``
+            to ``(batch, n)`` actions in [-1, 1] (end it with a tanh), scaled to the bounds.
+        critic_network: your own critic: ``[obs, action] -> (batch, 1)``, likewise.
         gamma: discount factor.
         actor_learning_rate: Adam learning rate of the actor (the tutorial's ``lr_a``).
         critic_learning_rate: Adam learning rate of the critic (the tutorial's ``lr_c``).

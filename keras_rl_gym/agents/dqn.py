@@ -49,8 +49,12 @@ class DQNAgent(Agent):
         observation_space: a ``Box`` space (vectors for ``network="dense"``,
             HxWxC images for ``network="conv"``).
         action_space: a ``Discrete`` space.
-        network: ``"dense"`` or ``"conv"`` (the Nature DQN torso). DRQN's
-            LSTM Q-network is :class:`~keras_rl_gym.agents.drqn.DRQNAgent`.
+        network: ``"dense"`` or ``"conv"`` (the Nature DQN torso), or your own
+            Q-network: a ``keras.Model`` (or a function ``(observation_space,
+            action_space) -> keras.Model``) from ``(batch, *obs_shape)`` to
+            ``(batch, n_actions)``, checked, trained and saved with the agent
+            (``hidden_sizes`` and ``dueling`` then do not apply). DRQN's LSTM
+            Q-network is :class:`~keras_rl_gym.agents.drqn.DRQNAgent`.
         hidden_sizes: widths of the dense layers.
         double: use Double DQN targets.
         dueling: use a dueling value/advantage head (Wang et al., 2016).
