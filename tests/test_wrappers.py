@@ -305,7 +305,9 @@ def test_dqn_replay_auto_picks_frame_replay_for_stacked_uint8_frames():
         (spaces.Box(0.0, 1.0, (84, 84, 4), np.float32), "frames", True),
     ]:
         assert DQNAgent._use_frame_replay(SimpleNamespace(observation_space=space, replay=replay)) is frames
-    with pytest.raises(ValueError, match="Unknown replay"):
+    with pytest.raises(
+        ValueError, match=r"DQNAgent: replay must be one of \('auto', 'uniform', 'frames'\), got 'prior"
+    ):
         DQNAgent(*env_spaces(ImageEnv()), network="conv", replay="prioritized")
     with pytest.raises(ValueError, match="replay='frames' needs HxWxC"):
         DQNAgent(cartpole.observation_space, cartpole.action_space, replay="frames")
