@@ -340,10 +340,7 @@ class Agent(keras.Model):
         value is set as an attribute and kept for ``get_config``.
         """
         cls = type(self)
-        annotations = agent_annotations(cls)
-        rules = {}
-        for klass in reversed(cls.__mro__):
-            rules.update(getattr(klass, "hyperparameter_rules", {}))
+        annotations, rules = _class_hyperparameters(cls)
         for name, value in {**(values or {}), **more}.items():
             if name in cls._derived_hyperparameters:
                 setattr(self, name, value)
@@ -936,6 +933,16 @@ def _json_number(value):
     if isinstance(value, (np.integer, np.floating, np.bool_)):
         return value.item()
     return value
+
+
+@functools.cache
+def _class_hyperparameters(cls) -> tuple[dict, dict]:
+    """A class's constructor annotations and its rules merged along the hierarchy: read once per class,
+    not at each of the ``_set_hyperparameters`` calls every level of a constructor makes."""
+    rules = {}
+    for klass in reversed(cls.__mro__):
+        rules.update(getattr(klass, "hyperparameter_rules", {}))
+    return agent_annotations(cls), rules
 
 
 def _normalized(value, annotation):

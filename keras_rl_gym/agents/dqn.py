@@ -20,7 +20,6 @@ from keras_rl_gym.agents.base import (
     Agent,
     between,
     masked_mean,
-    network_kind,
     one_of,
 )
 from keras_rl_gym.buffers import FrameReplayBuffer, ReplayBuffer
@@ -96,8 +95,8 @@ class DQNAgent(Agent):
     _saved_state = ("epsilon", "_steps_since_train", "_steps_since_target")
     _NETWORKS = ("dense", "conv")  # the values of ``network`` this class builds
     _attribute_names = {"loss": "loss_name"}  # keras.Model has a ``loss`` of its own
+    # ``network`` is checked before Keras's constructor (see __init__), so it has no rule here.
     hyperparameter_rules = {
-        "network": network_kind(*_NETWORKS),
         "hidden_sizes": ALL_POSITIVE,
         "learning_rate": POSITIVE_RATE,
         "learning_rate_decay": between(0, 1, open_low=True),

@@ -9,7 +9,7 @@ import numpy as np
 from keras import ops
 
 from keras_rl_gym import networks
-from keras_rl_gym.agents.base import POSITIVE, masked_mean, network_kind, one_of
+from keras_rl_gym.agents.base import POSITIVE, masked_mean, one_of
 from keras_rl_gym.agents.dqn import DQNAgent
 from keras_rl_gym.buffers import SequenceReplayBuffer
 
@@ -69,7 +69,6 @@ class DRQNAgent(DQNAgent):
 
     _NETWORKS = ("lstm",)
     hyperparameter_rules = {
-        "network": network_kind(*_NETWORKS),
         "replay": one_of("auto"),  # DRQN always replays sequences
         "lstm_size": POSITIVE,
         "sequence_length": POSITIVE,
