@@ -222,6 +222,7 @@ def run_peer(spec: dict) -> dict:
         clock,
         tracker,
         eval_return,
+        algo=spec["algo"],
         version=metadata.version(_DISTRIBUTIONS[spec["library"]]),
         ignored_hyperparameters=sorted(set(spec["kwargs"]) - set(kwargs)),
     )
@@ -371,10 +372,22 @@ def _times(x) -> str:
 
 def run_line(label: str, run: dict) -> str:
     """One run in a few words: both rates, the threshold step, the greedy return."""
+    reached = run["steps_to_threshold"]
     return (
         f"{label} {_number(run['steps_per_second'])} steps/s ({_number(run['steady_steps_per_second'])} "
-        f"after warm-up), {THRESHOLD:.0f} at {run['steps_to_threshold']}, eval {_number(run['eval_return'])}"
+        f"after warm-up), {THRESHOLD:.0f} {'not reached' if reached is None else f'at step {reached}'}, "
+        f"eval {_number(run['eval_return'])}"
     )
+
+
+def print_ignored(backend: str, runs: dict) -> None:
+    """Names the hyperparameters a peer's algorithm does not take (they were left out of its run)."""
+    names = labels(backend)
+    for name, results in runs.items():
+        keys = sorted({key for run in results for key in run.get("ignored_hyperparameters", [])})
+        if keys:
+            algo = results[0].get("algo", "algorithm")
+            print(f"{names[name]}'s {algo} takes no {', '.join(keys)}: left out of its run.")
 
 
 def print_ratios(backend: str, runs: dict) -> dict:
@@ -406,6 +419,10 @@ def report(backend: str, runs: dict, metrics: list, resamples: int) -> dict:
             cells = [_number(s.get(field)) for field in ("median", "min", "max", "iqr")]
             row = f"{label if i == 0 else '':{width}}  {names[name]:22} {s['n']:>3} "
             print(row + " ".join(f"{cell:>9}" for cell in cells))
+    print(f"n: seeds with a value; the steps to {THRESHOLD:.0f} count only the seeds that reached it (not compared).")
+    fewest = min(len(results) for results in runs.values())
+    if fewest < 5:
+        print(f"Only {fewest} seed(s) on a side: the bootstrap intervals below mean little.")
     comparisons = {}
     for peer in (name for name in runs if name != "ours"):
         print(f"\nkeras-rl-gym - {names[peer]}: difference of medians, bootstrap 95% interval ({resamples} resamples)")
@@ -421,10 +438,7 @@ def report(backend: str, runs: dict, metrics: list, resamples: int) -> dict:
             low, high = c["ci95"]
             verdict = f"excludes 0: favours {c['favours']}" if c["excludes_zero"] else "includes 0: no clear difference"
             print(f"  {label:{width}}  {c['difference']:+9.1f}  [{low:+.1f}, {high:+.1f}]  {verdict}")
-    ignored = {peer: runs[peer][0].get("ignored_hyperparameters") for peer in runs if peer != "ours" and runs[peer]}
-    for peer, keys in ignored.items():
-        if keys:
-            print(f"{names[peer]} takes no {', '.join(keys)}: left at its own behaviour.")
+    print_ignored(backend, runs)
     print()
     return {"summary": summary, "comparisons": comparisons, "ratios": print_ratios(backend, runs)}
 

@@ -1,32 +1,59 @@
-"""DQN on CartPole-v1: keras-rl-gym against Stable-Baselines3, same hyperparameters, same run.
+"""DQN on CartPole-v1: keras-rl-gym against Stable-Baselines3 and SBX, same hyperparameters, same run.
 
-Throughput (MLP 64-64, batch 32, one gradient step per env step)::
+Throughput, one seed (MLP 64-64, batch 32, one gradient step per env step)::
 
     pip install -r benchmarks/requirements.txt
     KERAS_BACKEND=jax python benchmarks/dqn_cartpole.py --steps 50000
 
-Learning with the tuned config, several seeds (no SB3)::
+Learning parity: every side trains the same hyperparameters on N seeds; per side the
+throughput, the greedy return and their spread, and a bootstrap interval of each
+difference of medians (keras-rl-gym minus peer)::
+
+    KERAS_BACKEND=jax python benchmarks/dqn_cartpole.py --steps 50000 --seeds 10 --first-seed 0
+
+Learning with the tuned config, several seeds (keras-rl-gym only)::
 
     KERAS_BACKEND=jax python benchmarks/dqn_cartpole.py --config configs/dqn-cartpole.json --seeds 5
 
-Both sides run torch on one thread (keras-rl-gym's default; faster for SB3 too
-on a 2-core machine). Timings include acting, env stepping, replay sampling and
-updates: env steps per second over the whole run.
+SBX is compared on the JAX backend, in its own venv (benchmarks/.venv-sbx, set up from
+requirements-sbx.txt on first use; ``--no-sbx`` leaves it out); SBX's DQN takes no
+``max_grad_norm``, so it runs unclipped. SB3 runs torch on one thread (faster on a 2-core
+machine). Timings include acting, env stepping, replay sampling and updates: env steps per
+second over the whole ``fit``/``learn`` call, and after ``--warmup`` env steps (5000: past
+``learning_starts`` and compilation) to the end.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import gymnasium as gym
 import keras
-import numpy as np
+from _common import (
+    EVAL_RETURN,
+    STEPS_TO_THRESHOLD,
+    THROUGHPUT,
+    RunClock,
+    Threshold,
+    add_arguments,
+    dumps,
+    evaluate_greedy,
+    keras_callback,
+    labels,
+    peers,
+    print_ignored,
+    print_ratios,
+    result,
+    run_line,
+    seeds_mode,
+    warmup_step,
+)
 
 from keras_rl_gym import DQNAgent
 from keras_rl_gym.config import load_config, make_agent, make_env
 
+# SB3's names; keras-rl-gym's differ for three of them (see run_ours).
 HYPERPARAMETERS = dict(
     hidden=(64, 64),
     learning_rate=1e-3,
@@ -41,23 +68,17 @@ HYPERPARAMETERS = dict(
     exploration_final_eps=0.02,
     max_grad_norm=10.0,
 )
+# The peers' run_peer spec: SB3's DQN("MlpPolicy") and SBX's, ReLU MLP of the same widths.
+PEER = dict(
+    algo="DQN",
+    n_envs=1,
+    net_arch=list(HYPERPARAMETERS["hidden"]),
+    activation="relu",
+    kwargs={key: value for key, value in HYPERPARAMETERS.items() if key != "hidden"},
+)
 
 
-def evaluate_policy(act, episodes: int = 10, seed: int = 10_000) -> float:
-    env = gym.make("CartPole-v1")
-    returns = []
-    for i in range(episodes):
-        obs, _ = env.reset(seed=seed + i)
-        done, total = False, 0.0
-        while not done:
-            obs, reward, terminated, truncated, _ = env.step(act(obs))
-            total += reward
-            done = terminated or truncated
-        returns.append(total)
-    return float(np.mean(returns))
-
-
-def run_ours(steps: int, seed: int) -> dict:
+def run_ours(steps: int, seed: int, warmup: int) -> dict:
     h = HYPERPARAMETERS
     env = gym.make("CartPole-v1")
     agent = DQNAgent(
@@ -78,75 +99,41 @@ def run_ours(steps: int, seed: int) -> dict:
         loss="huber",  # SB3's DQN loss
         seed=seed,
     )
-    start = time.perf_counter()
-    agent.fit(env, steps=steps, verbose=0)
-    elapsed = time.perf_counter() - start
-    return {"steps_per_second": steps / elapsed, "seconds": elapsed, "eval_return": evaluate_policy(agent.act)}
+    clock, tracker = RunClock(warmup), Threshold()
+    clock.start()
+    agent.fit(env, steps=steps, verbose=0, callbacks=[keras_callback(clock, tracker)])
+    clock.stop(agent.env_steps)
+    return result(clock, tracker, evaluate_greedy(lambda obs: int(agent.act(obs)), seed))
 
 
-def run_sb3(steps: int, seed: int) -> dict:
-    import torch
-    from stable_baselines3 import DQN
-
-    torch.set_num_threads(1)
-    h = HYPERPARAMETERS
-    model = DQN(
-        "MlpPolicy",
-        gym.make("CartPole-v1"),
-        learning_rate=h["learning_rate"],
-        buffer_size=h["buffer_size"],
-        learning_starts=h["learning_starts"],
-        batch_size=h["batch_size"],
-        gamma=h["gamma"],
-        train_freq=h["train_freq"],
-        gradient_steps=h["gradient_steps"],
-        target_update_interval=h["target_update_interval"],
-        exploration_fraction=h["exploration_fraction"],
-        exploration_final_eps=h["exploration_final_eps"],
-        max_grad_norm=h["max_grad_norm"],
-        policy_kwargs={"net_arch": list(h["hidden"])},
-        device="cpu",
-        seed=seed,
-        verbose=0,
-    )
-    start = time.perf_counter()
-    model.learn(total_timesteps=steps)
-    elapsed = time.perf_counter() - start
-    return {
-        "steps_per_second": steps / elapsed,
-        "seconds": elapsed,
-        "eval_return": evaluate_policy(lambda obs: int(model.predict(obs, deterministic=True)[0])),
-    }
-
-
-def throughput(args):
-    backend = keras.backend.backend()
-    ours = run_ours(args.steps, args.seed)
-    print(
-        f"keras-rl-gym ({backend}): {ours['steps_per_second']:.0f} env steps/s, eval return {ours['eval_return']:.1f}"
-    )
-    sb3 = run_sb3(args.steps, args.seed)
-    print(f"Stable-Baselines3 DQN:     {sb3['steps_per_second']:.0f} env steps/s, eval return {sb3['eval_return']:.1f}")
-    ratio = ours["steps_per_second"] / sb3["steps_per_second"]
-    print(f"ratio keras-rl-gym/SB3 on {backend}: {ratio:.2f}x")
-    print(json.dumps({"backend": backend, "steps": args.steps, "ours": ours, "sb3": sb3, "ratio": ratio}))
+def throughput(args, backend: str, runners: dict) -> None:
+    """One seed per side: each side's rates and greedy return, and the ratios of steps/s."""
+    names = labels(backend)
+    runs = {name: run(args.seed) for name, run in runners.items()}
+    runs = {name: outcome for name, outcome in runs.items() if outcome is not None}
+    for name, outcome in runs.items():
+        print(run_line(f"{names[name]}:", outcome))
+    print_ignored(backend, {name: [outcome] for name, outcome in runs.items()})
+    ratios = print_ratios(backend, {name: [outcome] for name, outcome in runs.items()})
+    sb3_ratio = ratios.get("sb3", {}).get("steps_per_second")
+    print(dumps({"backend": backend, "steps": args.steps, **runs, "ratio": sb3_ratio, "ratios": ratios}))
 
 
 def learning(args):
     config = load_config(args.config)
     steps = config.get("train", {}).get("steps", 50_000)
     results = []
-    for seed in range(args.first_seed, args.first_seed + args.seeds):
+    for seed in range(args.first_seed, args.first_seed + (args.seeds or 5)):
         config["train"]["seed"] = seed
         env = make_env(config)
         agent = make_agent(config, env)
         start = time.perf_counter()
         agent.fit(env, steps=steps, verbose=0, seed=seed)
         elapsed = time.perf_counter() - start
-        result = agent.evaluate(make_env(config, training=False), episodes=10, seed=10_000 + seed)
-        results.append(result["mean_return"])
+        evaluation = agent.evaluate(make_env(config, training=False), episodes=10, seed=10_000 + seed)
+        results.append(evaluation["mean_return"])
         rate = steps / elapsed
-        print(f"seed {seed}: mean eval return {result['mean_return']:.1f} after {steps} steps ({rate:.0f} steps/s)")
+        print(f"seed {seed}: mean eval return {evaluation['mean_return']:.1f} after {steps} steps ({rate:.0f} steps/s)")
     passed = sum(r >= 475 for r in results)
     print(f"{keras.backend.backend()}: {passed}/{len(results)} seeds reach >= 475; returns {results}")
 
@@ -154,14 +141,26 @@ def learning(args):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=50_000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--config", help="run this config for --seeds seeds instead of the SB3 comparison")
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0, help="the seed of the one-seed throughput run")
     parser.add_argument(
-        "--first-seed", type=int, default=0, help="with --config: seeds are first-seed, first-seed+1, ..."
+        "--seeds", type=int, help="train every side on this many seeds and compare them (with --config: 5 by default)"
     )
+    parser.add_argument("--config", help="train this config on --seeds seeds, keras-rl-gym only")
+    add_arguments(parser, warmup=5_000, warmup_help="env steps before the steady-state rate starts")
     args = parser.parse_args()
-    learning(args) if args.config else throughput(args)
+    if args.config:
+        learning(args)
+        return
+    backend = keras.backend.backend()
+    warmup = warmup_step(args.warmup, args.steps)
+    runners = {"ours": lambda seed: run_ours(args.steps, seed, warmup)}
+    runners.update(peers(args, backend, PEER, args.steps, warmup))
+    if args.seeds:
+        metrics = [*THROUGHPUT, EVAL_RETURN, STEPS_TO_THRESHOLD]
+        extra = {"algo": "DQN", "steps": args.steps, "warmup": warmup, "hyperparameters": HYPERPARAMETERS}
+        seeds_mode(args, backend, runners, metrics, extra)
+    else:
+        throughput(args, backend, runners)
 
 
 if __name__ == "__main__":
