@@ -97,6 +97,9 @@ class ReplayBuffer(_Saveable):
         self.rng = np.random.default_rng(seed)
         self._random = None  # a block of random integers for sampling
         self._next = 0
+        # Rows written since the buffer was made: a runtime that keeps a copy of the
+        # ring on the device (see ``backend.ReplayMirror``) sends it only the new ones.
+        self.written = 0
 
     def _init_args(self) -> dict:
         # No seed: the saved generator state replaces the seeded one.
@@ -119,13 +122,22 @@ class ReplayBuffer(_Saveable):
                 array[index] = batch[name]
         self.position = (start + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
+        self.written += n
 
     def sample(self, batch_size: int) -> dict:
         """``batch_size`` transitions drawn uniformly with replacement."""
+        index = self.sample_index(batch_size)
+        return {name: array.take(index, axis=0) for name, array in self.data.items()}
+
+    def sample_index(self, shape) -> np.ndarray:
+        """Ring rows of ``shape`` transitions drawn uniformly with replacement (what ``sample`` gathers).
+
+        Draws from the same stream as ``sample``: a run samples the same rows whether
+        the host gathers them or a runtime does, from its device copy of the ring.
+        """
         if self.size == 0:
             raise ValueError("Cannot sample from an empty replay buffer.")
-        index = self._indices(batch_size)
-        return {name: array.take(index, axis=0) for name, array in self.data.items()}
+        return self._indices(int(np.prod(shape))).reshape(shape)
 
     _BLOCK = 8192
 

@@ -173,6 +173,7 @@ class DQNAgent(Agent):
         self.optimizer.build(self.q_network.trainable_variables)
         self.epsilon = self.epsilon_start
         self.buffer = None
+        self._device_replay = False  # whether the runtime gathers batches from its copy of the ring
         self._epsilon_fn = None
         self._steps_since_train = 0  # env steps since the last round of updates
         self._steps_since_target = 0
@@ -271,6 +272,9 @@ class DQNAgent(Agent):
                 },
                 seed=self.seed,
             )
+        # Where the runtime keeps a copy of the ring on its device (JAX, TensorFlow), an update
+        # takes only sampled rows, and gathers the batch inside its compiled call.
+        self._device_replay = type(self.buffer) is ReplayBuffer and self.runtime.attach_replay(self.buffer)
         # Epsilon anneals over the first exploration_fraction of the run's horizon.
         self._epsilon_fn = schedules.make_schedule(
             self.epsilon_schedule,
@@ -320,10 +324,15 @@ class DQNAgent(Agent):
         while self._steps_since_train >= self.train_freq:
             self._steps_since_train -= self.train_freq
             for _ in range(self.gradient_steps):
-                yield self.train_step(self.buffer.sample(self.batch_size))
+                yield self.train_step(self._sample())
         if self._steps_since_target >= self.target_update_every:
             self._steps_since_target %= self.target_update_every
             self.runtime.update_targets(self.tau)
+
+    def _sample(self) -> dict:
+        if self._device_replay:
+            return {"index": self.buffer.sample_index(self.batch_size)}
+        return self.buffer.sample(self.batch_size)
 
     def _log_values(self):
         return {

@@ -19,9 +19,30 @@ are shared by every algorithm.
 from __future__ import annotations
 
 import math
+import os
 
 import keras
 import numpy as np
+
+
+def _configure_jax() -> None:
+    """Runs JAX's CPU computations on the calling thread (``KERAS_RL_GYM_JAX_ASYNC=1`` keeps JAX's default).
+
+    An RL loop waits for every action it asks for, so JAX's asynchronous CPU
+    dispatch buys no overlap, only a hand-off to a worker thread and back for
+    each call, which costs most on a busy machine (a DQN update plus act on
+    CartPole, 2-core CPU: see ``benchmarks/dqn_cartpole.py``). It has to be set
+    before JAX makes its CPU client, so at import; it does not touch GPU devices.
+    """
+    if os.environ.get("KERAS_RL_GYM_JAX_ASYNC", "0").lower() in ("1", "true", "yes"):
+        return
+    import jax
+
+    jax.config.update("jax_cpu_enable_async_dispatch", False)
+
+
+if keras.backend.backend() == "jax":
+    _configure_jax()
 
 
 def make_runtime(agent):
@@ -100,6 +121,17 @@ class Runtime:
         """Moves target networks toward the online networks by ``tau``."""
         raise NotImplementedError
 
+    def attach_replay(self, buffer) -> bool:
+        """Offers a ``ReplayBuffer`` whose ring the runtime may keep a copy of on its device.
+
+        When it does (the result is True), ``update`` also takes ``{"index": rows}``
+        (from ``buffer.sample_index``): the batch is gathered from the device copy
+        inside the compiled update, and the rows the host wrote since the last
+        update are sent along and written there first. Where it does not, the
+        caller samples on the host and passes whole batches, as always.
+        """
+        return False
+
     def reload(self) -> None:
         """Takes any held state anew from the Keras variables, after a caller assigned them
         (``set_weights`` in a callback). Nothing to do where the compiled calls read the
@@ -109,6 +141,65 @@ class Runtime:
         """Takes the optimizers' learning-rate variables anew, after a callback set them
         (Keras's ``LearningRateScheduler``). Nothing to do where the compiled update reads
         the Keras variables themselves (TensorFlow, torch)."""
+
+
+DEVICE_REPLAY_MAX_BYTES = 1 << 30  # a bigger ring stays on the host only (device memory, and the first copy)
+_INSERT_MAX = 256  # more new rows than this at one update are sent as a whole new copy of the ring
+
+
+class ReplayMirror:
+    """Keeps a runtime's device copy of a ``ReplayBuffer``'s ring up to date, from the host ring.
+
+    The host ring stays the one truth (saving, sampling, ``len``): each update
+    carries, as ``insert.index`` and ``insert.<field>`` arrays, the rows written
+    since the last one, which the compiled update writes into the device copy
+    before it gathers the batch. Their count is padded to a power of two by
+    repeating the last row (the same value written twice to the same place), so
+    a run compiles the update for one or two sizes only. A first update, or one
+    after more than ``_INSERT_MAX`` new rows (the exploration before learning
+    starts), copies the whole ring instead.
+    """
+
+    def __init__(self, buffer):
+        self.buffer = buffer
+        self.synced = None  # buffer.written when the device copy was last brought up to date
+
+    @staticmethod
+    def wanted(buffer, accelerator: bool) -> bool:
+        """Whether to keep ``buffer``'s ring on the device: ``KERAS_RL_GYM_DEVICE_REPLAY`` = ``1``, ``0`` or ``auto``.
+
+        ``auto`` (the default) keeps it there on an accelerator only. On CPU the
+        host ring is faster: XLA's CPU gather of a 32-row batch costs 20-30 us
+        per field, and its scatter into a donated ring still copied the ring,
+        where NumPy's ``take`` and the transfer of the batch cost a few us
+        (``tests/test_device_replay.py`` checks both paths train alike).
+        """
+        mode = os.environ.get("KERAS_RL_GYM_DEVICE_REPLAY", "auto").lower()
+        if mode in ("0", "false", "no") or (mode == "auto" and not accelerator):
+            return False
+        return sum(a.nbytes for a in buffer.data.values()) <= DEVICE_REPLAY_MAX_BYTES
+
+    def inserts(self, assign_all) -> dict:
+        """The batch entries that bring the device copy up to date; calls ``assign_all(data)`` for a whole copy."""
+        buffer = self.buffer
+        new = None if self.synced is None else buffer.written - self.synced
+        self.synced = buffer.written
+        if new == 0:
+            return {}
+        if new is None or new > _INSERT_MAX:
+            assign_all(buffer.data)
+            return {}
+        padded = 1 << (new - 1).bit_length()
+        index = (buffer.position - new + np.arange(padded).clip(max=new - 1)) % buffer.capacity
+        entries = {f"insert.{name}": array[index] for name, array in buffer.data.items()}
+        entries["insert.index"] = index.astype(np.int32)
+        return entries
+
+
+def split_replay_batch(batch: dict):
+    """``(index, inserts, fields)`` of an indexed batch: the rows to gather, the ``insert.*`` entries by field."""
+    inserts = {k[len("insert.") :]: v for k, v in batch.items() if k.startswith("insert.")}
+    return batch["index"], inserts, [k for k in inserts if k != "index"]
 
 
 class FusedRuntime(Runtime):
@@ -141,6 +232,19 @@ class FusedRuntime(Runtime):
         self._pending = None  # a batch whose update waits for the next act
         self._done = []  # device metric vectors of updates done, not yet reported, oldest first
         self._metric_names = []
+        self._mirror = None  # a ReplayMirror, while a replay is attached
+
+    def attach_replay(self, buffer):
+        self._mirror = ReplayMirror(buffer) if ReplayMirror.wanted(buffer, self._on_accelerator()) else None
+        return self._mirror is not None
+
+    def _on_accelerator(self) -> bool:
+        """Whether the compiled calls run on a GPU or TPU."""
+        raise NotImplementedError
+
+    def _assign_replay(self, data: dict) -> None:
+        """Makes the device copy of the ring a copy of the host arrays ``data``."""
+        raise NotImplementedError
 
     # -- what a backend implements -------------------------------------------------
     def _update_now(self, batch):
@@ -168,6 +272,8 @@ class FusedRuntime(Runtime):
         self._held = True
         # Metrics a previous run left undrained belong to none of this run's updates.
         self._done = []
+        if self._mirror is not None:
+            self._mirror.synced = None  # the host ring may have changed since (a loaded agent's)
 
     def sync(self):
         self._flush()
@@ -197,13 +303,18 @@ class FusedRuntime(Runtime):
         return self._outputs_to_numpy(out)
 
     def update(self, batch):
-        batch = self._convert_batch(batch)
         if not self._held:
-            return self._report(self._update_now(batch))
+            return self._report(self._update_now(self._with_inserts(batch)))
+        # The waiting update read the ring as it was when it was sampled: it runs before this one's writes.
         self._flush()
-        self._pending = batch
+        self._pending = self._with_inserts(batch)
         # At most one report per call: with one update per call, reports keep up with updates.
         return self._report(self._done.pop(0)) if self._done else {}
+
+    def _with_inserts(self, batch):
+        if "index" in batch:
+            batch = dict(batch, **self._mirror.inserts(self._assign_replay))
+        return self._convert_batch(batch)
 
     def drain(self, wait=False):
         if wait:

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from keras import StatelessScope
 
-from keras_rl_gym.backend import FusedRuntime
+from keras_rl_gym.backend import FusedRuntime, split_replay_batch
 
 
 class JaxRuntime(FusedRuntime):
@@ -29,8 +29,10 @@ class JaxRuntime(FusedRuntime):
         position = {id(v): i for i, v in enumerate(self.trainable)}
         self.group_index = [[position[id(v)] for v in vs] for _, vs in self.groups]
         self.state = None
-        self._update = jax.jit(self._update_fn, donate_argnums=0)
-        self._update_act = jax.jit(self._update_act_fn, donate_argnums=0)
+        self.ring = None  # the device copy of an attached replay's ring: {field: array}
+        # The ring is donated too: its inserts then write in place.
+        self._update = jax.jit(self._update_fn, donate_argnums=(0, 1))
+        self._update_act = jax.jit(self._update_act_fn, donate_argnums=(0, 1))
         self._act = jax.jit(self._act_fn)
         self._targets = jax.jit(self._targets_fn, static_argnums=1, donate_argnums=0)
 
@@ -98,7 +100,18 @@ class JaxRuntime(FusedRuntime):
             loss, metrics = self.agent.compute_rl_loss(batch)
         return loss, (metrics, self._new_non_trainable(scope, non_trainable))
 
-    def _update_fn(self, state, batch):
+    @staticmethod
+    def _replay_batch(ring, batch):
+        """Writes an indexed batch's new rows into the ring, then gathers the batch from it."""
+        if "index" not in batch:
+            return ring, batch
+        index, inserts, fields = split_replay_batch(batch)
+        if inserts:
+            ring = {k: ring[k].at[inserts["index"]].set(inserts[k]) if k in fields else ring[k] for k in ring}
+        return ring, {k: v[index] for k, v in ring.items()}
+
+    def _update_fn(self, state, ring, batch):
+        ring, batch = self._replay_batch(ring, batch)
         trainable, non_trainable, opt_values = state
         grad_fn = jax.value_and_grad(self._loss_fn, has_aux=True)
         (loss, (metrics, new_non_trainable)), grads = grad_fn(trainable, non_trainable, batch)
@@ -124,12 +137,12 @@ class JaxRuntime(FusedRuntime):
         # One stacked vector: one host transfer per update instead of one per metric.
         metrics = {"loss": loss, **metrics}
         self._metric_names = list(metrics)
-        return new_state, jnp.stack([jnp.asarray(v, jnp.float32) for v in metrics.values()])
+        return new_state, ring, jnp.stack([jnp.asarray(v, jnp.float32) for v in metrics.values()])
 
-    def _update_act_fn(self, state, batch, obs):
-        state, metrics = self._update_fn(state, batch)
+    def _update_act_fn(self, state, ring, batch, obs):
+        state, ring, metrics = self._update_fn(state, ring, batch)
         trainable, non_trainable, _ = state
-        return state, metrics, self._act_fn(trainable, non_trainable, obs)
+        return state, ring, metrics, self._act_fn(trainable, non_trainable, obs)
 
     def _targets_fn(self, state, tau):
         trainable, non_trainable, opt_values = state
@@ -149,13 +162,24 @@ class JaxRuntime(FusedRuntime):
         return out
 
     def _update_now(self, batch):
-        return self._on_state(self._update, batch)
+        def update(state):
+            state, self.ring, metrics = self._update(state, self.ring, batch)
+            return state, metrics
+
+        return self._on_state(update)
+
+    def _on_accelerator(self):
+        return jax.default_backend() != "cpu"
+
+    def _assign_replay(self, data):
+        # Copies: the ring is donated, and must never alias the host's arrays.
+        self.ring = {k: jnp.array(v, copy=True) for k, v in data.items()}
 
     def _update_targets_now(self, tau):
         self._on_state(lambda state: (self._targets(state, tau), None))
 
     def _update_act_now(self, batch, obs):
-        self.state, metrics, out = self._update_act(self.state, batch, obs)
+        self.state, self.ring, metrics, out = self._update_act(self.state, self.ring, batch, obs)
         return metrics, out
 
     def _act_now(self, obs):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from keras_rl_gym.backend import FusedRuntime
+from keras_rl_gym.backend import FusedRuntime, split_replay_batch
 
 
 class TensorFlowRuntime(FusedRuntime):
@@ -26,16 +26,41 @@ class TensorFlowRuntime(FusedRuntime):
         self._update = tf.function(self._update_fn, jit_compile=jit_compile)
         self._update_act = tf.function(self._update_act_fn, jit_compile=jit_compile, reduce_retracing=True)
         self._targets = {}
-        self._concrete = {}  # (function, input shapes and dtypes) -> concrete function
+        self._concrete = {}  # (function, batch keys, input shapes and dtypes) -> concrete function
+        self.ring = None  # the device copy of an attached replay's ring: {field: tf.Variable}
 
     def _call(self, function, *args):
-        key = (function, *((x.shape, x.dtype) for x in tf.nest.flatten(args)))
+        keys = tuple(args[0]) if isinstance(args[0], dict) else ()  # a batch's fields
+        key = (function, keys, *((x.shape, x.dtype) for x in tf.nest.flatten(args)))
         concrete = self._concrete.get(key)
         if concrete is None:
             concrete = self._concrete[key] = function.get_concrete_function(*args)
         return concrete(*args)
 
+    def _replay_batch(self, batch):
+        """Writes an indexed batch's new rows into the ring variables, then gathers the batch from them."""
+        if "index" not in batch:
+            return batch
+        index, inserts, fields = split_replay_batch(batch)
+        for k in fields:
+            self.ring[k].scatter_nd_update(inserts["index"][:, None], inserts[k])
+        # Automatic control dependencies order the gathers after the writes.
+        return {k: tf.gather(v, index) for k, v in self.ring.items()}
+
+    def _on_accelerator(self):
+        return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+
+    def _assign_replay(self, data):
+        shapes = {k: (v.shape, v.dtype) for k, v in data.items()}
+        if self.ring is None or shapes != {k: (tuple(v.shape), v.dtype.as_numpy_dtype) for k, v in self.ring.items()}:
+            self.ring = {k: tf.Variable(v, trainable=False) for k, v in data.items()}
+            self._concrete.clear()  # traces read the variables they were traced with
+        else:
+            for k, v in data.items():
+                self.ring[k].assign(v)
+
     def _update_fn(self, batch):
+        batch = self._replay_batch(batch)
         with tf.GradientTape() as tape:
             loss, metrics = self.agent.compute_rl_loss(batch)
         grads = tape.gradient(loss, self.trainable)
