@@ -73,6 +73,12 @@ class EnvPoolAtariVectorEnv(gym.vector.VectorEnv):
         config: EnvPool's keyword arguments (``episodic_life``, ``stack_num``...), without ``num_envs`` and ``seed``.
         scale: emit float32 frames in ``[0, 1]`` rather than uint8.
         seed: EnvPool's seed for the first pool (env ``i`` gets ``seed + i``); random if None.
+
+    Example:
+        >>> venv = make_envpool_atari_vec_env("ALE/Breakout-v5", 2)
+        >>> obs, info = venv.reset(seed=0)
+        >>> obs.shape, obs.dtype, info["lives"].tolist()
+        ((2, 84, 84, 4), dtype('uint8'), [5, 5])
     """
 
     metadata = {"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP, "render_modes": []}
@@ -212,9 +218,17 @@ def make_envpool_atari_vec_env(
         seed: EnvPool's seed (env ``i`` gets ``seed + i``) until ``reset(seed=...)`` gives another.
         num_threads: EnvPool's worker threads (0: one per env, up to the cores).
 
+    Returns:
+        An :class:`EnvPoolAtariVectorEnv` of ``num_envs`` games.
+
     Raises:
         ValueError: ``env_id`` is no Atari id, or ``frame_stack < 1``.
         TypeError: a ``gymnasium.make`` argument EnvPool has no counterpart for (``render_mode``...).
+
+    Example:
+        >>> venv = make_envpool_atari_vec_env("ALE/Pong-v5", 8, training=False, seed=0)
+        >>> venv.single_observation_space
+        Box(0, 255, (84, 84, 4), uint8)
     """
     if not is_atari_env(env_id):
         raise ValueError(f"{env_id!r} is not an Atari env (an ale-py id such as 'ALE/Pong-v5').")
