@@ -18,15 +18,19 @@ Three parts, picked with ``--parts`` (default all):
   on SB3's own ``make_atari_env`` + ``VecFrameStack(4)``: 84x84x4 uint8 frames
   on both sides (``ALE/*-v5`` made with ``frameskip=1`` for SB3's
   ``AtariWrapper``, sticky actions 0.25 kept on both). Both stay random until
-  ``--dqn-warmup`` env steps (``learning_starts``); env steps/s is timed over
-  the ``--dqn-steps`` after it, the first compiled update included.
+  ``--dqn-warmup`` env steps (``learning_starts``), then train ``--dqn-steps``.
 * ``ppo``: PPO with ``--ppo-envs`` envs (128-step rollouts, 4 epochs of
   minibatches of 256, Adam 2.5e-4, clip 0.1, entropy 0.01, GAE 0.95, gradient
   norm 0.5), against SB3's ``PPO("CnnPolicy")`` with the same values on as many
-  SB3 Atari envs; env steps/s over ``--ppo-steps`` after the first rollout and
-  its update (compiling). keras-rl-gym's PPO has separate conv actor and critic
+  SB3 Atari envs, for one rollout (the warm-up: it compiles) plus ``--ppo-steps``.
+  keras-rl-gym's PPO has separate conv actor and critic
   networks, SB3's shares one CNN between them unless ``--sb3-separate-cnn``.
   ``--ppo-vec-backend envpool`` runs our side on EnvPool.
+
+Each side is timed as the CartPole benchmarks time it (``_common.RunClock``):
+env steps/s over the whole ``fit``/``learn`` call, and after the warm-up (from
+the first callback report at or past it to the end; for DQN the first
+compiled update falls inside). The ratios compare the rates after the warm-up.
 
 Everything runs on the CPU (``CUDA_VISIBLE_DEVICES=""``); SB3 gets
 ``--sb3-threads`` torch threads (2). Human-readable lines, then one JSON line.
@@ -36,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import time
 
@@ -44,6 +47,7 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from _common import RunClock, Threshold, keras_callback, sb3_callback  # noqa: E402
 
 from keras_rl_gym import DQNAgent, PPOAgent  # noqa: E402
 from keras_rl_gym.wrappers.atari import is_atari_env, make_atari_env, make_atari_vec_env  # noqa: E402
@@ -73,51 +77,25 @@ PPO = dict(
 )
 
 
-class Stopwatch(keras.callbacks.Callback):
-    """Times a fit from its first env step at or past ``after`` to its end.
+def timed(train, warmup: int, sb3: bool = False) -> dict:
+    """Runs ``train(callback)`` on the CartPole benchmarks' clock: env steps/s over the run and after ``warmup``.
 
-    ``fit`` calls ``on_progress`` at the step a callback's ``due_step`` names, so
-    the clock starts there exactly, not at the next progress tick.
+    The steady rate runs from the first callback report at or past ``warmup`` env
+    steps (keras-rl-gym's ``on_progress``, SB3's rollout start) to the end.
     """
-
-    def __init__(self, after: int):
-        super().__init__()
-        self.after = int(after)
-        self.start = None
-
-    def on_train_begin(self, logs=None):
-        self.due_step = self.model.env_steps + self.after
-
-    def on_progress(self, step, logs):
-        if self.start is None and step >= self.after:
-            self.start = (time.perf_counter(), self.model.env_steps)
-            self.due_step = math.inf
-
-    def on_train_end(self, logs=None):
-        self.end = (time.perf_counter(), self.model.env_steps)
-
-    def steps_per_second(self) -> float:
-        (t0, s0), (t1, s1) = self.start, self.end
-        return (s1 - s0) / (t1 - t0)
+    clock = RunClock(warmup)
+    callback = (sb3_callback if sb3 else keras_callback)(clock, Threshold())
+    clock.start()
+    returned = train(callback)  # SB3's learn returns the model, fit a History
+    clock.stop(returned.num_timesteps if sb3 else callback.model.env_steps)
+    return clock.rates()
 
 
-def sb3_stopwatch(after: int):
-    """The same stopwatch as an SB3 callback (``num_timesteps`` counts env steps over all envs)."""
-    from stable_baselines3.common.callbacks import BaseCallback
-
-    class SB3Stopwatch(BaseCallback):
-        def _on_step(self) -> bool:
-            if self.start is None and self.num_timesteps >= after:
-                self.start = (time.perf_counter(), self.num_timesteps)
-            return True
-
-        def _on_training_end(self) -> None:
-            self.end = (time.perf_counter(), self.num_timesteps)
-
-    watch = SB3Stopwatch()
-    watch.start = None
-    watch.steps_per_second = lambda: (watch.end[1] - watch.start[1]) / (watch.end[0] - watch.start[0])
-    return watch
+def rate_line(label: str, rates: dict) -> str:
+    return (
+        f"{label}: {rates['steady_steps_per_second']:,.0f} env steps/s after {rates['steady_from_step']:,} steps "
+        f"({rates['steps_per_second']:,.0f} over the whole run)"
+    )
 
 
 def sb3_atari_env(env_id: str, n_envs: int, seed: int):
@@ -183,10 +161,9 @@ def part_dqn(args) -> dict:
         loss="huber",  # SB3's smooth L1
         seed=args.seed,
     )
-    watch = Stopwatch(args.dqn_warmup)
-    agent.fit(env, steps=total, verbose=0, callbacks=[watch], log_every=max(1, args.dqn_steps))
-    ours = {"steps_per_second": watch.steps_per_second(), "updates": int(agent.updates)}
-    print(f"dqn keras-rl-gym ({keras.backend.backend()}): {ours['steps_per_second']:,.0f} env steps/s")
+    ours = timed(lambda cb: agent.fit(env, steps=total, verbose=0, callbacks=[cb], log_every=total), args.dqn_warmup)
+    ours["updates"] = int(agent.updates)
+    print(rate_line(f"dqn keras-rl-gym ({keras.backend.backend()})", ours))
     env.close()
 
     import torch
@@ -205,11 +182,10 @@ def part_dqn(args) -> dict:
         verbose=0,
         **h,
     )
-    sb3_watch = sb3_stopwatch(args.dqn_warmup)
-    model.learn(total_timesteps=total, callback=sb3_watch)
-    sb3 = {"steps_per_second": sb3_watch.steps_per_second(), "torch_threads": args.sb3_threads}
-    print(f"dqn Stable-Baselines3:     {sb3['steps_per_second']:,.0f} env steps/s")
-    ratio = ours["steps_per_second"] / sb3["steps_per_second"]
+    sb3 = timed(lambda cb: model.learn(total_timesteps=total, callback=cb), args.dqn_warmup, sb3=True)
+    sb3["torch_threads"] = args.sb3_threads
+    print(rate_line("dqn Stable-Baselines3", sb3))
+    ratio = ours["steady_steps_per_second"] / sb3["steady_steps_per_second"]
     print(f"dqn keras-rl-gym/SB3: {ratio:.2f}x")
     model.env.close()
     return {"warmup": args.dqn_warmup, "steps": args.dqn_steps, "buffer_size": buffer_size, "ours": ours, "sb3": sb3,
@@ -238,11 +214,9 @@ def part_ppo(args) -> dict:
         max_grad_norm=h["max_grad_norm"],
         seed=args.seed,
     )
-    watch = Stopwatch(warmup)
-    agent.fit(venv, steps=total, verbose=0, callbacks=[watch], log_every=warmup)
-    ours = {"steps_per_second": watch.steps_per_second(), "vec_backend": args.ppo_vec_backend}
-    where = f"{keras.backend.backend()}, {args.ppo_vec_backend}"
-    print(f"ppo keras-rl-gym ({where}): {ours['steps_per_second']:,.0f} env steps/s")
+    ours = timed(lambda cb: agent.fit(venv, steps=total, verbose=0, callbacks=[cb], log_every=warmup), warmup)
+    ours["vec_backend"] = args.ppo_vec_backend
+    print(rate_line(f"ppo keras-rl-gym ({keras.backend.backend()}, {args.ppo_vec_backend})", ours))
     venv.close()
 
     import torch
@@ -254,16 +228,10 @@ def part_ppo(args) -> dict:
         "CnnPolicy", sb3_atari_env(args.env, n, args.seed), device="cpu", seed=args.seed, verbose=0,
         policy_kwargs=policy_kwargs, **h,
     )  # fmt: skip
-    sb3_watch = sb3_stopwatch(warmup)
-    model.learn(total_timesteps=total, callback=sb3_watch)
-    sb3 = {
-        "steps_per_second": sb3_watch.steps_per_second(),
-        "torch_threads": args.sb3_threads,
-        "shared_cnn": not args.sb3_separate_cnn,
-    }
-    print(f"ppo Stable-Baselines3 ({'separate' if args.sb3_separate_cnn else 'shared'} CNN): "
-          f"{sb3['steps_per_second']:,.0f} env steps/s")  # fmt: skip
-    ratio = ours["steps_per_second"] / sb3["steps_per_second"]
+    sb3 = timed(lambda cb: model.learn(total_timesteps=total, callback=cb), warmup, sb3=True)
+    sb3.update(torch_threads=args.sb3_threads, shared_cnn=not args.sb3_separate_cnn)
+    print(rate_line(f"ppo Stable-Baselines3 ({'separate' if args.sb3_separate_cnn else 'shared'} CNN)", sb3))
+    ratio = ours["steady_steps_per_second"] / sb3["steady_steps_per_second"]
     print(f"ppo keras-rl-gym/SB3: {ratio:.2f}x")
     model.env.close()
     return {"envs": n, "warmup": warmup, "steps": args.ppo_steps, "ours": ours, "sb3": sb3, "ratio": ratio}
