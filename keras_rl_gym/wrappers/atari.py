@@ -16,7 +16,11 @@ input of the conv Q-network. The chain, innermost first::
 ``RecordEpisodeStatistics`` sits inside the life-loss and reward-clipping
 wrappers, so the returns it reports are whole games, unclipped.
 
-This module imports Gymnasium, NumPy and ale-py only, never Keras.
+``make_atari_vec_env(..., backend="envpool")`` gives the same observations and
+info from EnvPool's C++ envs (:mod:`keras_rl_gym.wrappers.envpool_env`).
+
+This module imports Gymnasium, NumPy and ale-py only, never Keras (EnvPool only
+when that backend is asked for).
 """
 
 from __future__ import annotations
@@ -230,27 +234,87 @@ def make_atari_env(
     return ChannelsLastObservation(env)
 
 
-def make_atari_vec_env(env_id: str, num_envs: int, vectorization_mode: str = "sync", **kwargs) -> gym.vector.VectorEnv:
-    """``num_envs`` copies of ``make_atari_env(env_id, **kwargs)`` stepped together.
+def make_atari_vec_env(
+    env_id: str, num_envs: int, vectorization_mode: str = "sync", *, backend: str = "gymnasium", **kwargs
+) -> gym.vector.VectorEnv:
+    """``num_envs`` Atari games preprocessed as :func:`make_atari_env` does, stepped together.
+
+    Two backends give the same vector env as far as the learner can tell:
+    observations ``(num_envs, 84, 84, frame_stack)`` uint8 (channels last, the
+    frame stack in the last axis) with the same spaces, ``NEXT_STEP``
+    autoreset, life loss while training as ``terminated`` flagged by
+    ``info["life_loss"]``/``["_life_loss"]``, rewards sign-clipped while
+    training, and the whole game's unclipped score and length in
+    ``info["episode"]``/``["_episode"]`` only at the step the game ends.
+
+    * ``backend="gymnasium"`` (the default): ``num_envs`` copies of
+      ``make_atari_env(env_id, **kwargs)`` in a ``SyncVectorEnv`` or
+      ``AsyncVectorEnv``.
+    * ``backend="envpool"``: EnvPool's C++ Atari envs on its own threads
+      (``pip install envpool``, part of the ``atari`` extra), through
+      :class:`~keras_rl_gym.wrappers.envpool_env.EnvPoolAtariVectorEnv`.
+      It takes ``make_atari_env``'s arguments plus ``seed`` and
+      ``num_threads``; of the ``gymnasium.make`` ones only
+      ``repeat_action_probability``, ``full_action_space``,
+      ``max_episode_steps`` and ``max_num_frames_per_episode``. Sticky actions
+      default to ``env_id``'s registration, as for the Gymnasium chain (0.25
+      for ``ALE/*-v5``, 0 for ``*NoFrameskip-v4``), not to EnvPool's 0.
+
+    What differs with ``backend="envpool"``:
+
+    * Pixels: EnvPool resizes and max-pools in C++, and its games restart
+      after a life loss its own way, so frames differ from the chain's.
+    * ``info["episode"]["l"]`` counts the agent's steps in the game; the
+      chain's also counts the no-op and FIRE steps its resets take (one or
+      two per life), so its lengths run a few steps longer. ``info`` holds
+      ``lives``, ``life_loss`` and ``episode`` only (no ``frame_number``).
+    * Seeds: EnvPool seeds its envs when the pool is made, so
+      ``reset(seed=s)`` rebuilds the pool (env ``i`` gets ``s + i``); runs
+      are reproducible, but not the same games as the chain with that seed.
+    * Time limits are counted in agent steps, ``ceil(frames / frame_skip)``
+      of the frames the chain counts.
+    * No ``render_mode`` (no evaluation videos: evaluate on the Gymnasium
+      chain), no reset ``options``, and ``vectorization_mode`` must stay
+      ``"sync"`` (EnvPool's ``num_threads`` do the parallel stepping).
 
     Args:
         env_id: an ale-py env id.
         num_envs: number of envs.
         vectorization_mode: ``"sync"`` (one process, ``SyncVectorEnv``) or
-            ``"async"`` (one process per env, ``AsyncVectorEnv``).
-        **kwargs: passed to :func:`make_atari_env`.
+            ``"async"`` (one process per env, ``AsyncVectorEnv``); Gymnasium backend only.
+        backend: ``"gymnasium"`` or ``"envpool"``.
+        **kwargs: passed to :func:`make_atari_env` (or, for EnvPool, to
+            :func:`~keras_rl_gym.wrappers.envpool_env.make_envpool_atari_vec_env`).
+
+    Raises:
+        ValueError: an unknown ``backend`` or ``vectorization_mode``, ``num_envs < 1``, a non-Atari ``env_id``.
 
     Example:
         >>> venv = make_atari_vec_env("ALE/Breakout-v5", 2)
         >>> venv.reset(seed=0)[0].shape
         (2, 84, 84, 4)
+        >>> venv = make_atari_vec_env("ALE/Breakout-v5", 2, backend="envpool")
+        >>> venv.reset(seed=0)[0].shape
+        (2, 84, 84, 4)
     """
+    if backend not in ("gymnasium", "envpool"):
+        raise ValueError(f"backend must be 'gymnasium' or 'envpool', got {backend!r}.")
     if vectorization_mode not in ("sync", "async"):
         raise ValueError(f"vectorization_mode must be 'sync' or 'async', got {vectorization_mode!r}.")
     if int(num_envs) < 1:
         raise ValueError(f"num_envs must be >= 1, got {num_envs}.")
     if not is_atari_env(env_id):
         raise ValueError(f"{env_id!r} is not an Atari env (an ale-py id such as 'ALE/Pong-v5').")
+    if backend == "envpool":
+        if vectorization_mode != "sync":
+            raise ValueError(
+                "vectorization_mode applies to backend='gymnasium' only: EnvPool steps its envs on its own "
+                "threads (num_threads=...)."
+            )
+        # Imported here: EnvPool is optional, and only this backend loads it.
+        from keras_rl_gym.wrappers.envpool_env import make_envpool_atari_vec_env
+
+        return make_envpool_atari_vec_env(env_id, int(num_envs), **kwargs)
     # A partial, not a lambda: AsyncVectorEnv pickles the constructors.
     make_one = functools.partial(make_atari_env, env_id, **kwargs)
     vector_cls = gym.vector.AsyncVectorEnv if vectorization_mode == "async" else gym.vector.SyncVectorEnv
