@@ -129,15 +129,15 @@ class ReplayBuffer(_Saveable):
         index = self.sample_index(batch_size)
         return {name: array.take(index, axis=0) for name, array in self.data.items()}
 
-    def sample_index(self, shape) -> np.ndarray:
-        """Ring rows of ``shape`` transitions drawn uniformly with replacement (what ``sample`` gathers).
+    def sample_index(self, batch_size: int) -> np.ndarray:
+        """Ring rows of ``batch_size`` transitions drawn uniformly with replacement (what ``sample`` gathers).
 
         Draws from the same stream as ``sample``: a run samples the same rows whether
         the host gathers them or a runtime does, from its device copy of the ring.
         """
         if self.size == 0:
             raise ValueError("Cannot sample from an empty replay buffer.")
-        return self._indices(int(np.prod(shape))).reshape(shape)
+        return self._indices(batch_size)
 
     _BLOCK = 8192
 

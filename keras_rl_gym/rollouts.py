@@ -111,9 +111,10 @@ def padded_size(n: int, minimum: int = 32) -> int:
     return max(minimum, 1 << max(int(n) - 1, 0).bit_length())
 
 
-def standardize(x: np.ndarray) -> np.ndarray:
-    """``x`` shifted and scaled to mean 0 and standard deviation 1 (advantages, returns)."""
-    return (x - x.mean()) / (x.std() + 1e-8)
+def standardize(x: np.ndarray, axis=None) -> np.ndarray:
+    """``x`` shifted and scaled to mean 0 and standard deviation 1 (advantages, returns), along ``axis``."""
+    keep = axis is not None
+    return (x - x.mean(axis, keepdims=keep)) / (x.std(axis, keepdims=keep) + 1e-8)
 
 
 def pad_rows(array: np.ndarray, size: int) -> np.ndarray:

@@ -479,14 +479,27 @@ class Agent(keras.Model):
         is the backend runtime's compiled one (``jax.jit``, XLA ``tf.function`` or
         ``torch.compile``): it differentiates ``compute_rl_loss``, written once in
         ``keras.ops``, and applies the agent's optimizer(s). A non-finite loss leaves
-        every variable as it was. ``fit`` calls this for each update; inside ``fit``
-        the runtime may dispatch the update together with the next action.
+        every variable as it was. ``fit`` calls this for each update, or runs several in a
+        row as one compiled round (PPO's epochs, DQN's ``gradient_steps``); inside ``fit``
+        the runtime may dispatch an update together with the next action.
 
         Returns:
             The update's metrics (``loss`` first) as floats.
         """
         self.updates += 1
         return self.runtime.update(batch)
+
+    def _train_round(self, batches: dict):
+        """:meth:`train_step` on each row of ``batches`` (arrays stacked along a first axis), in one compiled call.
+
+        What ``fit`` does with several updates in a row (PPO's epochs over a rollout,
+        DQN's ``gradient_steps``): one dispatch, not one per update. Yields one item per
+        update, as ``_train`` does: its metrics, or ``{}`` when they come later (``drain``).
+        """
+        reported = self.runtime.update_round(batches)
+        for i in range(len(next(iter(batches.values())))):
+            self.updates += 1
+            yield reported[i] if i < len(reported) else {}
 
     def train_on_batch(self, x=None, y=None, sample_weight=None, class_weight=None, return_dict=False):
         """Keras's ``train_on_batch``: one :meth:`train_step` on the dict of arrays ``x``.

@@ -323,6 +323,13 @@ class DQNAgent(Agent):
         self._steps_since_target += new_steps
         while self._steps_since_train >= self.train_freq:
             self._steps_since_train -= self.train_freq
+            if self.gradient_steps > 1 and not self._device_replay:
+                # The round's batches drawn at once, its updates run as one compiled call.
+                batches = self.buffer.sample(self.gradient_steps * self.batch_size)
+                yield from self._train_round(
+                    {k: v.reshape(self.gradient_steps, self.batch_size, *v.shape[1:]) for k, v in batches.items()}
+                )
+                continue
             for _ in range(self.gradient_steps):
                 yield self.train_step(self._sample())
         if self._steps_since_target >= self.target_update_every:

@@ -120,18 +120,22 @@ class PPOAgent(OnPolicyAgent):
             self.current_clip_range = self.clip_range + progress * (self.clip_range_final - self.clip_range)
         size = len(batch["obs"])
         n_batches = -(-size // self.batch_size)
-        for _ in range(self.n_epochs):
-            # Every minibatch has exactly batch_size rows (one compiled shape):
-            # the last one is topped up with random rows of this rollout.
-            order = np.concatenate(
-                [self.rng.permutation(size), self.rng.integers(0, size, n_batches * self.batch_size - size)]
-            )
-            for index in order.reshape(n_batches, self.batch_size):
-                minibatch = {key: value[index] for key, value in batch.items()}
-                if self.normalize_advantage:
-                    minibatch["advantage"] = standardize(minibatch["advantage"])
-                minibatch["clip_range"] = np.float32(self.current_clip_range)
-                yield self.train_step(minibatch)
+        # Every minibatch has exactly batch_size rows (one compiled shape): the last
+        # one of an epoch is topped up with random rows of this rollout.
+        index = np.stack(
+            [
+                np.concatenate(
+                    [self.rng.permutation(size), self.rng.integers(0, size, n_batches * self.batch_size - size)]
+                ).reshape(n_batches, self.batch_size)
+                for _ in range(self.n_epochs)
+            ]
+        ).reshape(self.n_epochs * n_batches, self.batch_size)
+        # All epochs' minibatches, stacked: the runtime runs them as one compiled round.
+        minibatches = {key: value[index] for key, value in batch.items()}
+        if self.normalize_advantage:
+            minibatches["advantage"] = standardize(minibatches["advantage"], axis=-1)
+        minibatches["clip_range"] = np.full(len(index), self.current_clip_range, np.float32)
+        yield from self._train_round(minibatches)
 
     def _log_values(self):
         return {**super()._log_values(), "clip_range": float(self.current_clip_range)}

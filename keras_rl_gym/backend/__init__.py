@@ -109,6 +109,24 @@ class Runtime:
         """
         raise NotImplementedError
 
+    def update_round(self, batches: dict) -> list[dict]:
+        """``k`` optimizer steps in a row: row ``i`` of every array of ``batches`` is step ``i``'s batch.
+
+        Where the backend allows, the whole round is one compiled call (JAX's
+        ``lax.scan``, a TensorFlow ``while_loop``), not ``k``: PPO's epochs over one
+        rollout, DQN's ``gradient_steps``. A non-finite loss skips its step and
+        every later one of the round. Returns the metrics of these steps, a dict
+        each, when they ran at once; inside ``hold()`` they may come later, from
+        ``drain()``, and the result is then shorter (``[]``). Here, one
+        ``update`` per row, stopping at a non-finite loss.
+        """
+        reported = []
+        for i in range(len(next(iter(batches.values())))):
+            reported.append(self.update({k: v[i] for k, v in batches.items()}))
+            if not math.isfinite(reported[-1].get("loss", 0.0)):
+                break
+        return reported
+
     def drain(self, wait: bool = False) -> list[dict]:
         """The metrics of updates done but not yet reported, oldest first; ``[]`` when none are.
 
@@ -255,6 +273,14 @@ class FusedRuntime(Runtime):
         """Runs one update, then acts with the new weights, in one call; returns ``(metrics, out)``."""
         raise NotImplementedError
 
+    def _round_now(self, batches):
+        """Runs a round of updates (see ``update_round``); returns their metrics, one stacked row each."""
+        raise NotImplementedError
+
+    def _round_act_now(self, batches, obs):
+        """Runs a round of updates, then acts with the new weights, in one call; returns ``(metrics, out)``."""
+        raise NotImplementedError
+
     def _act_now(self, obs):
         raise NotImplementedError
 
@@ -283,10 +309,10 @@ class FusedRuntime(Runtime):
         self._held = False
 
     def _flush(self):
-        """Runs a waiting update on its own."""
+        """Runs a waiting update (or round) on its own."""
         if self._pending is not None:
-            batch, self._pending = self._pending, None
-            self._done.append(self._update_now(batch))
+            (batch, is_round), self._pending = self._pending, None
+            self._done.append(self._round_now(batch) if is_round else self._update_now(batch))
 
     def _report(self, metrics) -> dict:
         metrics = dict(zip(self._metric_names, np.asarray(metrics).tolist()))
@@ -294,11 +320,16 @@ class FusedRuntime(Runtime):
             self._pending = None  # queued before the caller could see the failure: see the class docstring
         return metrics
 
+    def _reports(self, metrics) -> list[dict]:
+        """The metrics of one update (a vector) or of a round (a matrix, a row per update), a dict each."""
+        metrics = np.asarray(metrics)
+        return [self._report(row) for row in metrics] if metrics.ndim == 2 else [self._report(metrics)]
+
     def act(self, obs):
         if self._pending is None:
             return self._outputs_to_numpy(self._act_now(obs))
-        batch, self._pending = self._pending, None
-        metrics, out = self._update_act_now(batch, obs)
+        (batch, is_round), self._pending = self._pending, None
+        metrics, out = (self._round_act_now if is_round else self._update_act_now)(batch, obs)
         self._done.append(metrics)
         return self._outputs_to_numpy(out)
 
@@ -307,9 +338,18 @@ class FusedRuntime(Runtime):
             return self._report(self._update_now(self._with_inserts(batch)))
         # The waiting update read the ring as it was when it was sampled: it runs before this one's writes.
         self._flush()
-        self._pending = self._with_inserts(batch)
+        self._pending = (self._with_inserts(batch), False)
         # At most one report per call: with one update per call, reports keep up with updates.
-        return self._report(self._done.pop(0)) if self._done else {}
+        # A round's metrics wait for drain, which reports them all.
+        return self._report(self._done.pop(0)) if self._done and self._done[0].ndim == 1 else {}
+
+    def update_round(self, batches):
+        batches = self._convert_batch(batches)
+        if not self._held:
+            return self._reports(self._round_now(batches))
+        self._flush()
+        self._pending = (batches, True)
+        return []
 
     def _with_inserts(self, batch):
         if "index" in batch:
@@ -320,7 +360,7 @@ class FusedRuntime(Runtime):
         if wait:
             self._flush()
         done, self._done = self._done, []
-        return [self._report(metrics) for metrics in done]
+        return [report for metrics in done for report in self._reports(metrics)]
 
     def update_targets(self, tau):
         self._flush()

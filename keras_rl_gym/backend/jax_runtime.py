@@ -33,6 +33,8 @@ class JaxRuntime(FusedRuntime):
         # The ring is donated too: its inserts then write in place.
         self._update = jax.jit(self._update_fn, donate_argnums=(0, 1))
         self._update_act = jax.jit(self._update_act_fn, donate_argnums=(0, 1))
+        self._round = jax.jit(self._round_fn, donate_argnums=0)
+        self._round_act = jax.jit(self._round_act_fn, donate_argnums=0)
         self._act = jax.jit(self._act_fn)
         self._targets = jax.jit(self._targets_fn, static_argnums=1, donate_argnums=0)
 
@@ -110,7 +112,8 @@ class JaxRuntime(FusedRuntime):
             ring = {k: ring[k].at[inserts["index"]].set(inserts[k]) if k in fields else ring[k] for k in ring}
         return ring, {k: v[index] for k, v in ring.items()}
 
-    def _update_fn(self, state, ring, batch):
+    def _update_fn(self, state, ring, batch, ok=True):
+        """One update; ``ok=False`` (a round's earlier non-finite loss) computes the loss but applies nothing."""
         ring, batch = self._replay_batch(ring, batch)
         trainable, non_trainable, opt_values = state
         grad_fn = jax.value_and_grad(self._loss_fn, has_aux=True)
@@ -133,7 +136,7 @@ class JaxRuntime(FusedRuntime):
         # conditional, not a select per leaf: selecting between old and new
         # values of donated buffers made XLA copy every optimizer slot first
         # (~15% of the update's time on a small MLP).
-        new_state = jax.lax.cond(jnp.isfinite(loss), apply, keep, None)
+        new_state = jax.lax.cond(jnp.logical_and(ok, jnp.isfinite(loss)), apply, keep, None)
         # One stacked vector: one host transfer per update instead of one per metric.
         metrics = {"loss": loss, **metrics}
         self._metric_names = list(metrics)
@@ -143,6 +146,22 @@ class JaxRuntime(FusedRuntime):
         state, ring, metrics = self._update_fn(state, ring, batch)
         trainable, non_trainable, _ = state
         return state, ring, metrics, self._act_fn(trainable, non_trainable, obs)
+
+    def _round_fn(self, state, batches):
+        """The updates of a round as one ``lax.scan`` over the batches' first axis; metrics a row per update."""
+
+        def step(carry, batch):
+            state, ok = carry
+            state, _, metrics = self._update_fn(state, None, batch, ok)
+            return (state, jnp.logical_and(ok, jnp.isfinite(metrics[0]))), metrics
+
+        (state, _), metrics = jax.lax.scan(step, (state, jnp.bool_(True)), batches)
+        return state, metrics
+
+    def _round_act_fn(self, state, batches, obs):
+        state, metrics = self._round_fn(state, batches)
+        trainable, non_trainable, _ = state
+        return state, metrics, self._act_fn(trainable, non_trainable, obs)
 
     def _targets_fn(self, state, tau):
         trainable, non_trainable, opt_values = state
@@ -170,6 +189,13 @@ class JaxRuntime(FusedRuntime):
 
     def _on_accelerator(self):
         return jax.default_backend() != "cpu"
+
+    def _round_now(self, batches):
+        return self._on_state(self._round, batches)
+
+    def _round_act_now(self, batches, obs):
+        self.state, metrics, out = self._round_act(self.state, batches, obs)
+        return metrics, out
 
     def _assign_replay(self, data):
         # Copies: the ring is donated, and must never alias the host's arrays.

@@ -25,6 +25,8 @@ class TensorFlowRuntime(FusedRuntime):
         self._act = tf.function(agent.act_graph, jit_compile=jit_compile, reduce_retracing=True)
         self._update = tf.function(self._update_fn, jit_compile=jit_compile)
         self._update_act = tf.function(self._update_act_fn, jit_compile=jit_compile, reduce_retracing=True)
+        self._round = tf.function(self._round_fn, jit_compile=jit_compile)
+        self._round_act = tf.function(self._round_act_fn, jit_compile=jit_compile, reduce_retracing=True)
         self._targets = {}
         self._concrete = {}  # (function, batch keys, input shapes and dtypes) -> concrete function
         self.ring = None  # the device copy of an attached replay's ring: {field: tf.Variable}
@@ -60,11 +62,15 @@ class TensorFlowRuntime(FusedRuntime):
                 self.ring[k].assign(v)
 
     def _update_fn(self, batch):
+        return self._update_body(batch, tf.constant(True))
+
+    def _update_body(self, batch, ok):
+        """One update; ``ok=False`` (a round's earlier non-finite loss) computes the loss but applies nothing."""
         batch = self._replay_batch(batch)
         with tf.GradientTape() as tape:
             loss, metrics = self.agent.compute_rl_loss(batch)
         grads = tape.gradient(loss, self.trainable)
-        ok = tf.math.is_finite(loss)
+        ok = tf.logical_and(ok, tf.math.is_finite(loss))
 
         def apply():
             start = 0
@@ -79,6 +85,21 @@ class TensorFlowRuntime(FusedRuntime):
         self._metric_names = list(metrics)
         return tf.stack([tf.cast(v, tf.float32) for v in metrics.values()])
 
+    def _round_fn(self, batches):
+        """The updates of a round as one ``while_loop`` over the batches' first axis; metrics a row per update."""
+        k = tf.shape(next(iter(batches.values())))[0]
+        rows = tf.TensorArray(tf.float32, size=k)
+        ok = tf.constant(True)
+        for i in tf.range(k):
+            metrics = self._update_body({key: value[i] for key, value in batches.items()}, ok)
+            ok = tf.logical_and(ok, tf.math.is_finite(metrics[0]))
+            rows = rows.write(i, metrics)
+        return rows.stack()
+
+    def _round_act_fn(self, batches, obs):
+        metrics = self._round_fn(batches)
+        return metrics, self.agent.act_graph(obs)
+
     def _update_act_fn(self, batch, obs):
         metrics = self._update_fn(batch)
         # Automatic control dependencies order these reads after the update's writes.
@@ -90,6 +111,12 @@ class TensorFlowRuntime(FusedRuntime):
 
     def _update_now(self, batch):
         return self._call(self._update, batch)
+
+    def _round_now(self, batches):
+        return self._call(self._round, batches)
+
+    def _round_act_now(self, batches, obs):
+        return self._call(self._round_act, batches, self._convert_obs(obs))
 
     def _update_act_now(self, batch, obs):
         return self._call(self._update_act, batch, self._convert_obs(obs))
