@@ -85,7 +85,7 @@ class ReplayBuffer(_Saveable):
     """
 
     _KIND = "uniform"
-    _STATE = ("data", "position", "size", "_random", "_next")
+    _STATE = ("data", "position", "size", "_random", "_next", "written")
 
     def __init__(self, capacity: int, fields: dict, seed: int | None = None):
         if capacity < 1:
