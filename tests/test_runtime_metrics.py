@@ -253,3 +253,40 @@ def test_policy_agent_learning_rate_as_seen_by_the_optimizer(form):
         assert row["logged"] == pytest.approx(seen[0][1], rel=1e-5)
     updates = [row["updates"] for row in probe.seen]
     assert all(a < b for a, b in zip(updates, updates[1:]))
+
+
+# -- TensorFlow's flat calls ------------------------------------------------------------------
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's concrete-function call path")
+@pytest.mark.parametrize("algo", ["dqn", "drqn"])
+def test_tensorflow_flat_calls_train_as_public_calls(monkeypatch, algo):
+    """The runtime calls a traced function without binding its arguments again: same weights, same actions."""
+    import gymnasium as gym
+
+    import keras_rl_gym.backend.tensorflow_runtime as runtime
+    from keras_rl_gym import DRQNAgent
+
+    def trained(fast):
+        monkeypatch.setattr(runtime, "_FAST_CALLS", fast)
+        calls = []  # calls through the public path, which binds the arguments to the signature
+        monkeypatch.setattr(runtime._Concrete, "_call_impl", _counting(runtime._Concrete._call_impl, calls))
+        env = gym.make("CartPole-v1")
+        cls, extra = (DQNAgent, {"hidden_sizes": (16,)}) if algo == "dqn" else (DRQNAgent, {"lstm_size": 8})
+        agent = cls(env.observation_space, env.action_space, learning_starts=60, seed=3, **extra)
+        agent.fit(env, steps=200, verbose=0)
+        return agent, len(calls)
+
+    public, public_calls = trained(False)
+    fast, fast_calls = trained(True)
+    assert fast.updates == public.updates > 100
+    assert public_calls > fast.updates
+    assert fast_calls < 10  # the first call of each trace only
+    for a, b in zip(public.get_weights(), fast.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def _counting(function, calls):
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return function(*args, **kwargs)
+
+    return counted
