@@ -11,6 +11,10 @@ difference of medians (keras-rl-gym minus peer)::
 
     KERAS_BACKEND=jax python benchmarks/dqn_cartpole.py --steps 50000 --seeds 10 --first-seed 0
 
+N envs stepped together (one batched act per vector step, one update per N transitions on every side)::
+
+    KERAS_BACKEND=jax python benchmarks/dqn_cartpole.py --steps 50000 --num-envs 4
+
 Learning with the tuned config, several seeds (keras-rl-gym only)::
 
     KERAS_BACKEND=jax python benchmarks/dqn_cartpole.py --config configs/dqn-cartpole.json --seeds 5
@@ -78,19 +82,21 @@ PEER = dict(
 )
 
 
-def run_ours(steps: int, seed: int, warmup: int) -> dict:
+def run_ours(steps: int, seed: int, warmup: int, num_envs: int = 1) -> dict:
     h = HYPERPARAMETERS
-    env = gym.make("CartPole-v1")
+    # N envs: one batched act per vector step. SB3's train_freq counts vector steps and
+    # this package's counts transitions, so N of ours make one of SB3's.
+    env = gym.make("CartPole-v1") if num_envs == 1 else gym.make_vec("CartPole-v1", num_envs, vectorization_mode="sync")
     agent = DQNAgent(
-        env.observation_space,
-        env.action_space,
+        getattr(env, "single_observation_space", env.observation_space),
+        getattr(env, "single_action_space", env.action_space),
         hidden_sizes=h["hidden"],
         learning_rate=h["learning_rate"],
         buffer_size=h["buffer_size"],
         learning_starts=h["learning_starts"],
         batch_size=h["batch_size"],
         gamma=h["gamma"],
-        train_freq=h["train_freq"],
+        train_freq=h["train_freq"] * num_envs,
         gradient_steps=h["gradient_steps"],
         target_update_every=h["target_update_interval"],
         exploration_fraction=h["exploration_fraction"],
@@ -103,7 +109,7 @@ def run_ours(steps: int, seed: int, warmup: int) -> dict:
     clock.start()
     agent.fit(env, steps=steps, verbose=0, callbacks=[keras_callback(clock, tracker)])
     clock.stop(agent.env_steps)
-    return result(clock, tracker, evaluate_greedy(lambda obs: int(agent.act(obs)), seed))
+    return result(clock, tracker, evaluate_greedy(lambda obs: int(agent.act(obs)), seed), num_envs=num_envs)
 
 
 def throughput(args, backend: str, runners: dict) -> None:
@@ -146,6 +152,9 @@ def main():
         "--seeds", type=int, help="train every side on this many seeds and compare them (with --config: 5 by default)"
     )
     parser.add_argument("--config", help="train this config on --seeds seeds, keras-rl-gym only")
+    parser.add_argument(
+        "--num-envs", type=int, default=1, help="N CartPole envs stepped together (one batched act per vector step)"
+    )
     add_arguments(parser, warmup=5_000, warmup_help="env steps before the steady-state rate starts")
     args = parser.parse_args()
     if args.config:
@@ -153,8 +162,8 @@ def main():
         return
     backend = keras.backend.backend()
     warmup = warmup_step(args.warmup, args.steps)
-    runners = {"ours": lambda seed: run_ours(args.steps, seed, warmup)}
-    runners.update(peers(args, backend, PEER, args.steps, warmup))
+    runners = {"ours": lambda seed: run_ours(args.steps, seed, warmup, args.num_envs)}
+    runners.update(peers(args, backend, dict(PEER, n_envs=args.num_envs), args.steps, warmup))
     if args.seeds:
         metrics = [*THROUGHPUT, EVAL_RETURN, STEPS_TO_THRESHOLD]
         extra = {"algo": "DQN", "steps": args.steps, "warmup": warmup, "hyperparameters": HYPERPARAMETERS}

@@ -108,8 +108,8 @@ class JaxRuntime(FusedRuntime):
         if "index" not in batch:
             return ring, batch
         index, inserts, fields = split_replay_batch(batch)
-        if inserts:
-            ring = {k: ring[k].at[inserts["index"]].set(inserts[k]) if k in fields else ring[k] for k in ring}
+        # The mirror sends every field of the ring, or none (nothing new since the last update).
+        ring = {**ring, **{k: ring[k].at[inserts["index"]].set(inserts[k]) for k in fields}}
         return ring, {k: v[index] for k, v in ring.items()}
 
     def _update_fn(self, state, ring, batch, ok=True):
