@@ -82,7 +82,7 @@ PEER = dict(
 )
 
 
-def run_ours(steps: int, seed: int, warmup: int, num_envs: int = 1) -> dict:
+def run_ours(steps: int, seed: int, warmup: int, num_envs: int = 1, adam_epsilon: float | None = None) -> dict:
     h = HYPERPARAMETERS
     # N envs: one batched act per vector step. SB3's train_freq counts vector steps and
     # this package's counts transitions, so N of ours make one of SB3's.
@@ -105,6 +105,8 @@ def run_ours(steps: int, seed: int, warmup: int, num_envs: int = 1) -> dict:
         loss="huber",  # SB3's DQN loss
         seed=seed,
     )
+    if adam_epsilon is not None:
+        agent.optimizer.epsilon = adam_epsilon  # read when the update is first traced
     clock, tracker = RunClock(warmup), Threshold()
     clock.start()
     agent.fit(env, steps=steps, verbose=0, callbacks=[keras_callback(clock, tracker)])
@@ -155,6 +157,9 @@ def main():
     parser.add_argument(
         "--num-envs", type=int, default=1, help="N CartPole envs stepped together (one batched act per vector step)"
     )
+    parser.add_argument(
+        "--adam-epsilon", type=float, help="keras-rl-gym's Adam epsilon (Keras's default 1e-7; torch's is 1e-8)"
+    )
     add_arguments(parser, warmup=5_000, warmup_help="env steps before the steady-state rate starts")
     args = parser.parse_args()
     if args.config:
@@ -162,7 +167,7 @@ def main():
         return
     backend = keras.backend.backend()
     warmup = warmup_step(args.warmup, args.steps)
-    runners = {"ours": lambda seed: run_ours(args.steps, seed, warmup, args.num_envs)}
+    runners = {"ours": lambda seed: run_ours(args.steps, seed, warmup, args.num_envs, args.adam_epsilon)}
     runners.update(peers(args, backend, dict(PEER, n_envs=args.num_envs), args.steps, warmup))
     if args.seeds:
         metrics = [*THROUGHPUT, EVAL_RETURN, STEPS_TO_THRESHOLD]
