@@ -23,6 +23,7 @@ import hashlib
 import inspect
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -255,7 +256,13 @@ def sbx_python(venv: Path = SBX_VENV) -> Path | None:
 
 def run_sbx(spec: dict, python: Path) -> dict | None:
     """``run_peer(spec)`` in the SBX venv, through ``sbx_runner.py``; ``None`` (stderr says why) if it fails."""
-    done = subprocess.run([str(python), str(SBX_RUNNER), json.dumps(spec)], capture_output=True, text=True)
+    # SBX runs with XLA's flags as the user set them, not with the ones keras-rl-gym adds for itself.
+    from keras_rl_gym import backend
+
+    env = dict(os.environ)
+    if backend.XLA_FLAGS_BEFORE is not None:
+        env["XLA_FLAGS"] = backend.XLA_FLAGS_BEFORE
+    done = subprocess.run([str(python), str(SBX_RUNNER), json.dumps(spec)], capture_output=True, text=True, env=env)
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
         print(f"SBX run failed (exit {done.returncode}):\n{done.stderr[-3000:]}", file=sys.stderr)

@@ -26,15 +26,10 @@ HERE = Path(__file__).resolve().parent
 
 # (backend, label, environment variables): the package's defaults first.
 SETTINGS = [
-    ("jax", "default (async dispatch, Eigen multi-threaded)", {}),
+    ("jax", "default (async dispatch; single-threaded Eigen on up to 4 cores)", {}),
     ("jax", "KERAS_RL_GYM_JAX_ASYNC=0 (inline dispatch)", {"KERAS_RL_GYM_JAX_ASYNC": "0"}),
-    ("jax", "--xla_cpu_multi_thread_eigen=false", {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false"}),
+    ("jax", "multi-threaded Eigen (XLA's own default)", {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=true"}),
     ("jax", "--xla_cpu_use_xnnpack=true", {"XLA_FLAGS": "--xla_cpu_use_xnnpack=true"}),
-    (
-        "jax",
-        "inline dispatch and --xla_cpu_multi_thread_eigen=false",
-        {"KERAS_RL_GYM_JAX_ASYNC": "0", "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false"},
-    ),
     ("tensorflow", "default (TensorFlow's thread pools)", {}),
     ("tensorflow", "1 intra-op, 1 inter-op thread", {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}),
     ("torch", "1 thread (KERAS_RL_GYM_TORCH_THREADS=1, the default)", {"KERAS_RL_GYM_TORCH_THREADS": "1"}),

@@ -109,7 +109,7 @@ def pure_loop(steps: int, seed: int = 0) -> float:
         if step < H["learning_starts"] or rng.random() < eps:
             action = int(rng.integers(2))
         else:
-            action = int(greedy if greedy is not None else act(state, obs[None])[0])
+            action = greedy if greedy is not None else int(np.asarray(act(state, obs[None]))[0])
         next_obs, reward, terminated, truncated, _ = env.step(action)
         for key, value in zip(ring, (obs, action, reward, next_obs, float(terminated))):
             ring[key][step] = value
@@ -119,7 +119,7 @@ def pure_loop(steps: int, seed: int = 0) -> float:
             index = rng.integers(0, step + 1, H["batch"])
             batch = {key: column[index] for key, column in ring.items()}
             state, loss, out = update_act(state, batch, obs[None].astype(np.float32))
-            greedy = int(out[0])
+            greedy = int(np.asarray(out)[0])  # indexing the JAX array would be one more dispatch
             if step % H["target_every"] == 0:
                 state = copy_target(state)
     return steps / (time.perf_counter() - start)
@@ -160,12 +160,12 @@ def main():
 
     def one_update_act():
         held[0], _, out = update_act(held[0], batch, obs)
-        int(out[0])
+        int(np.asarray(out)[0])
 
     figures = {
         "raw_cartpole_step_us": per_call_us(raw_step, args.calls),
         "pure_jax_update_us": per_call_us(one_update, args.calls),
-        "pure_jax_act_us": per_call_us(lambda: int(act(held[0], obs)[0]), args.calls),
+        "pure_jax_act_us": per_call_us(lambda: int(np.asarray(act(held[0], obs))[0]), args.calls),
         "pure_jax_update_act_us": per_call_us(one_update_act, args.calls),
         "pure_jax_loop_steps_per_second": pure_loop(args.steps),
         "keras_rl_gym_steps_per_second": run_ours(args.steps, 0, args.steps // 4)["steps_per_second"],

@@ -1,7 +1,10 @@
 """The package's top level is lazy: wrappers, configs and the CLI load without Keras or a backend."""
 
+import os
 import subprocess
 import sys
+
+import keras
 
 HEAVY = ("keras", "tensorflow", "jax", "torch")
 
@@ -27,3 +30,32 @@ def test_public_names_still_import_and_register_every_agent():
         "assert {'keras_rl_gym>DQNAgent', 'keras_rl_gym>PPOAgent', 'keras_rl_gym>DDPGAgent'} <= set(names), names"
     )
     assert "keras" in loaded_after(code)
+
+
+def xla_flags_after_import(flags, cores: int) -> str:
+    """``XLA_FLAGS`` once the backend module is imported, in a fresh process that sees ``cores`` CPUs."""
+    code = (
+        "import os, keras\n"
+        f"os.cpu_count = lambda: {cores}\n"
+        "import keras_rl_gym.backend\n"
+        "print(repr(os.environ.get('XLA_FLAGS')))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    if flags is not None:
+        env["XLA_FLAGS"] = flags
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return eval(done.stdout.strip().splitlines()[-1])
+
+
+def test_xla_runs_single_threaded_eigen_on_a_small_cpu_unless_the_user_says_otherwise():
+    on_jax = keras.backend.backend() == "jax"
+    single = "--xla_cpu_multi_thread_eigen=false"
+    # On JAX, up to 4 cores: the flag is added after the user's own flags.
+    assert xla_flags_after_import(None, 2) == (single if on_jax else None)
+    assert xla_flags_after_import("--xla_dump_to=/tmp/x", 4) == (
+        f"--xla_dump_to=/tmp/x {single}" if on_jax else "--xla_dump_to=/tmp/x"
+    )
+    # The user's choice, and larger CPUs, keep XLA_FLAGS as they are.
+    assert xla_flags_after_import("--xla_cpu_multi_thread_eigen=true", 2) == "--xla_cpu_multi_thread_eigen=true"
+    assert xla_flags_after_import(None, 16) is None

@@ -24,6 +24,9 @@ import os
 import keras
 import numpy as np
 
+SMALL_CPU_CORES = 4  # at most this many cores: XLA's CPU runs single-threaded Eigen (see _configure_jax)
+XLA_FLAGS_BEFORE = None  # the user's XLA_FLAGS where _configure_jax added to them (child processes may want them)
+
 
 def _configure_jax() -> None:
     """``KERAS_RL_GYM_JAX_ASYNC=0`` runs JAX's CPU computations on the calling thread.
@@ -40,6 +43,17 @@ def _configure_jax() -> None:
         import jax
 
         jax.config.update("jax_cpu_enable_async_dispatch", False)
+    # On a small CPU, XLA's multi-threaded Eigen costs more than it gives on RL-sized
+    # networks: on 2 cores (benchmarks/cpu_threads.py, quiet, 20k steps) single-threaded
+    # was faster for DQN (1543 vs 1504 env steps/s) and PPO (3763 vs 3364) on CartPole,
+    # and no slower for conv DQN on Pong (62 vs 57 against SB3's 70 and 66). Larger CPUs
+    # were not measured, so they keep XLA's default, as does anyone whose XLA_FLAGS set it.
+    # XLA reads its flags when JAX makes its first computation, so this is set at import.
+    global XLA_FLAGS_BEFORE
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_cpu_multi_thread_eigen" not in flags and (os.cpu_count() or 1) <= SMALL_CPU_CORES:
+        XLA_FLAGS_BEFORE = flags
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
 
 
 if keras.backend.backend() == "jax":
