@@ -87,8 +87,18 @@ class Interrupt(keras.callbacks.Callback):
             self.went_on = True
 
 
+@pytest.fixture
+def python_sigint():
+    """Python's own SIGINT handler for the test: a process started in the background without job
+    control (``cmd &`` in a script, as some CI launchers do) begins with SIGINT ignored, which fit
+    rightly leaves alone, so there would be no Ctrl-C to defer."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 @pytest.mark.parametrize("how", ["raise", "signal"])
-def test_interrupt_ends_the_run_killed_and_every_callback_hears_it(tmp_path, how):
+def test_interrupt_ends_the_run_killed_and_every_callback_hears_it(tmp_path, how, python_sigint):
     env = CounterEnv(length=5)
     agent = small_dqn(env)
     logger = MLflowLogger(experiment_name="trust")
