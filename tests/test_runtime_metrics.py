@@ -290,3 +290,65 @@ def _counting(function, calls):
         return function(*args, **kwargs)
 
     return counted
+
+
+class ReportsTDErrors(DQNAgent):
+    """A DQN that also returns each transition's |TD error|, as prioritized replay needs, and
+    records every update's metrics as fit hands them back (in update order)."""
+
+    def compute_rl_loss(self, batch):
+        loss, metrics = super().compute_rl_loss(batch)
+        y = self.td_target(batch["reward"], batch["next_obs"], batch["terminated"])
+        q = self._pick(self.q_network(batch["obs"]), keras.ops.cast(batch["action"], "int32"))
+        return loss, {**metrics, "td_error": keras.ops.abs(q - y)}
+
+    def _on_update_reported(self, metrics):
+        self.seen = [*getattr(self, "seen", []), metrics]
+        return super()._on_update_reported(metrics)
+
+
+def numpy_td_errors(agent, batch):
+    """|Q(s, a) - (r + gamma (1 - terminated) max Q_target(s'))| in NumPy, from the current weights."""
+    k0, b0, k1, b1 = agent.target_network.get_weights()
+    q_next = np.maximum(batch["next_obs"] @ k0 + b0, 0.0) @ k1 + b1
+    y = batch["reward"] + agent.gamma * (1.0 - batch["terminated"]) * q_next.max(axis=1)
+    q = numpy_q(agent, batch["obs"])[np.arange(len(y)), batch["action"]]
+    return np.abs(q - y)
+
+
+def test_per_item_metrics_come_back_as_arrays_in_order():
+    spaces = env_spaces(CounterEnv(length=LENGTH))
+    plain = ReportsTDErrors(*spaces, hidden_sizes=(8,), seed=0)
+    held = ReportsTDErrors(*spaces, hidden_sizes=(8,), seed=0)
+    held.set_weights(plain.get_weights())
+    batches = [counter_batch(seed) for seed in range(3)]
+    expected = []
+    for batch in batches:
+        want = numpy_td_errors(plain, batch)  # the weights before this update
+        got = plain.runtime.update(batch)
+        assert isinstance(got["td_error"], np.ndarray) and got["td_error"].shape == (8,)
+        np.testing.assert_allclose(got["td_error"], want, rtol=1e-5, atol=1e-5)
+        assert isinstance(got["loss"], float)
+        expected.append(got)
+    # Held (fused on JAX and TensorFlow): the same arrays, reported later, in update order.
+    held.runtime.hold(100)
+    reported = []
+    for batch in batches:
+        reported.append(held.runtime.update(batch))
+        held.runtime.act(OBS)
+        reported.extend(held.runtime.drain())
+    held.runtime.release()
+    reported = [m for m in [*reported, *held.runtime.drain()] if m]
+    assert len(reported) == len(expected)
+    for got, want in zip(reported, expected):
+        np.testing.assert_allclose(got["td_error"], want["td_error"], rtol=1e-5, atol=1e-6)
+        assert got["loss"] == pytest.approx(want["loss"], rel=1e-5)
+
+
+def test_fit_gives_per_item_metrics_to_the_agent_and_logs_only_scalars():
+    env = CounterEnv(length=LENGTH)
+    agent = ReportsTDErrors(*env_spaces(env), hidden_sizes=(8,), learning_starts=8, batch_size=4, seed=0)
+    history = agent.fit(env, steps=40, log_every=20, verbose=0)
+    assert len(agent.seen) == agent.updates > 20  # every update, from env step 8 on
+    assert all(m["td_error"].shape == (4,) and np.isfinite(m["td_error"]).all() for m in agent.seen)
+    assert "td_error" not in history.history and "loss" in history.history

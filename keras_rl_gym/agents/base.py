@@ -411,6 +411,14 @@ class Agent(keras.Model):
         """Yields the metrics of each update due at env step ``step`` (``new_steps`` just taken)."""
         return iter(())
 
+    def _on_update_reported(self, metrics: dict) -> dict:
+        """Takes an update's metrics as they come back (in update order); returns those to log.
+
+        Per-item metrics (NumPy arrays over the batch, such as prioritized replay's TD errors)
+        are the agent's to use here; what ``fit`` logs and gives callbacks is the scalars.
+        """
+        return {k: v for k, v in metrics.items() if not isinstance(v, np.ndarray)}
+
     def _log_values(self) -> dict:
         """Scalars to log at each interval besides returns and losses (epsilon...)."""
         return {}
@@ -648,6 +656,7 @@ class Agent(keras.Model):
             # Each non-empty dict is the metrics of the oldest update not yet reported.
             for metrics in filter(None, reported):
                 step = updates.popleft()
+                metrics = self._on_update_reported(metrics)
                 cbs.on_batch(self.updates - len(updates) - 1 - epoch_start, metrics)
                 if math.isfinite(metrics.get("loss", 0.0)):
                     interval.add_metrics(metrics)

@@ -252,7 +252,9 @@ class FusedRuntime(Runtime):
     the caller had stopped at once (``fit`` does): the weights stay the last finite ones.
 
     Metrics come back as one stacked device vector per update (one host
-    transfer each), named by ``_metric_names``, which the update sets when traced.
+    transfer each), named by ``_metric_names`` and ``_metric_shapes``, which the update
+    sets when traced (``pack_metrics``). A metric may be a per-item vector (prioritized
+    replay's TD errors of the batch): it is reported as a NumPy array.
 
     A backend implements the ``_..._now`` hooks (one call each, on the held
     state or on the Keras variables, returning device values), ``_convert_batch``
@@ -265,6 +267,7 @@ class FusedRuntime(Runtime):
         self._pending = None  # a batch whose update waits for the next act
         self._done = []  # device metric vectors of updates done, not yet reported, oldest first
         self._metric_names = []
+        self._metric_shapes = []  # () for a scalar metric, (n,) for a per-item one
         self._mirror = None  # a ReplayMirror, while a replay is attached
 
     def attach_replay(self, buffer):
@@ -330,7 +333,7 @@ class FusedRuntime(Runtime):
             self._done.append(self._round_now(batch) if is_round else self._update_now(batch))
 
     def _report(self, metrics) -> dict:
-        metrics = dict(zip(self._metric_names, np.asarray(metrics).tolist()))
+        metrics = unpack_metrics(self._metric_names, self._metric_shapes, np.asarray(metrics))
         if not math.isfinite(metrics["loss"]):
             self._pending = None  # queued before the caller could see the failure: see the class docstring
         return metrics
@@ -380,6 +383,35 @@ class FusedRuntime(Runtime):
     def update_targets(self, tau):
         self._flush()
         self._update_targets_now(float(tau))
+
+
+def pack_metrics(runtime, loss, metrics: dict):
+    """``loss`` and ``metrics`` as one float32 vector (one host transfer per update), in ``keras.ops``.
+
+    Records their names and shapes on ``runtime`` (at trace time) for ``unpack_metrics``.
+    Scalars take one entry each; a per-item metric (a vector over the batch) takes its length.
+    """
+    ops = keras.ops
+    metrics = {"loss": loss, **metrics}
+    runtime._metric_names = list(metrics)
+    # Static shapes (None where a trace leaves a dimension open), not ops.shape's tensors.
+    runtime._metric_shapes = [tuple(getattr(v, "shape", ())) for v in metrics.values()]
+    return ops.concatenate([ops.reshape(ops.cast(v, "float32"), (-1,)) for v in metrics.values()])
+
+
+def unpack_metrics(names, shapes, vector: np.ndarray) -> dict:
+    """The dict ``pack_metrics`` packed: Python floats, and NumPy arrays for per-item metrics."""
+    if not any(shapes):  # every metric a scalar: the usual case, once per update
+        return dict(zip(names, vector.tolist()))
+    # A dimension unknown at trace time (None) is what the vector's length leaves for it.
+    known = sum(math.prod(s) for s in shapes if None not in s)
+    out, start = {}, 0
+    for name, shape in zip(names, shapes):
+        size = math.prod(s for s in shape if s is not None) if None not in shape else len(vector) - known
+        part = vector[start : start + size]
+        out[name] = part.item() if shape == () else part.copy()
+        start += size
+    return out
 
 
 def to_numpy_tree(tree):

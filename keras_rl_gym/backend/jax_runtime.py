@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from keras import StatelessScope
 
-from keras_rl_gym.backend import FusedRuntime, split_replay_batch
+from keras_rl_gym.backend import FusedRuntime, pack_metrics, split_replay_batch
 
 
 class JaxRuntime(FusedRuntime):
@@ -137,10 +137,8 @@ class JaxRuntime(FusedRuntime):
         # values of donated buffers made XLA copy every optimizer slot first
         # (~15% of the update's time on a small MLP).
         new_state = jax.lax.cond(jnp.logical_and(ok, jnp.isfinite(loss)), apply, keep, None)
-        # One stacked vector: one host transfer per update instead of one per metric.
-        metrics = {"loss": loss, **metrics}
-        self._metric_names = list(metrics)
-        return new_state, ring, jnp.stack([jnp.asarray(v, jnp.float32) for v in metrics.values()])
+        # One vector: one host transfer per update instead of one per metric.
+        return new_state, ring, pack_metrics(self, loss, metrics)
 
     def _update_act_fn(self, state, ring, batch, obs):
         state, ring, metrics = self._update_fn(state, ring, batch)

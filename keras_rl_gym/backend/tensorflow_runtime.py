@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from keras_rl_gym.backend import FusedRuntime, split_replay_batch
+from keras_rl_gym.backend import FusedRuntime, pack_metrics, split_replay_batch
 
 try:
     # TensorFlow's own fast paths, private: ``EagerTensor`` is what ``tf.convert_to_tensor``
@@ -112,9 +112,7 @@ class TensorFlowRuntime(FusedRuntime):
 
         # A non-finite loss leaves every variable as it was (see Runtime.update).
         tf.cond(ok, apply, lambda: tf.constant(False))
-        metrics = {"loss": loss, **metrics}
-        self._metric_names = list(metrics)
-        return tf.stack([tf.cast(v, tf.float32) for v in metrics.values()])
+        return pack_metrics(self, loss, metrics)
 
     def _round_fn(self, batches):
         """The updates of a round as one ``while_loop`` over the batches' first axis; metrics a row per update."""

@@ -98,7 +98,8 @@ class TorchRuntime(Runtime):
             self._fallback(error)
             loss, metrics = self._loss_fn(batch)
         metrics = {"loss": loss, **metrics}
-        out = {k: float(v.detach()) for k, v in metrics.items()}
+        # Per-item metrics (prioritized replay's TD errors) come back as arrays, the rest as floats.
+        out = {k: float(v.detach()) if v.ndim == 0 else v.detach().cpu().numpy() for k, v in metrics.items()}
         # A non-finite loss leaves every variable as it was (see Runtime.update).
         if not np.isfinite(out["loss"]):
             return out
