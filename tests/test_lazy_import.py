@@ -32,30 +32,44 @@ def test_public_names_still_import_and_register_every_agent():
     assert "keras" in loaded_after(code)
 
 
-def xla_flags_after_import(flags, cores: int) -> str:
-    """``XLA_FLAGS`` once the backend module is imported, in a fresh process that sees ``cores`` CPUs."""
+def xla_flags_after_configure(monkeypatch, flags, cores: int):
+    """``XLA_FLAGS`` after the JAX backend's import-time set-up, on a CPU of ``cores`` cores.
+
+    ``_configure_jax`` is called here, in this process (the environment is restored after the
+    test); ``test_the_jax_backend_sets_it_at_import`` checks once, in a fresh process, that
+    importing the package on JAX calls it.
+    """
+    from keras_rl_gym import backend
+
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(backend, "XLA_FLAGS_BEFORE", backend.XLA_FLAGS_BEFORE)
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    if flags is not None:
+        monkeypatch.setenv("XLA_FLAGS", flags)
+    backend._configure_jax()
+    return os.environ.get("XLA_FLAGS")
+
+
+def test_xla_runs_single_threaded_eigen_on_a_small_cpu_unless_the_user_says_otherwise(monkeypatch):
+    single = "--xla_cpu_multi_thread_eigen=false"
+    # Up to 4 cores: the flag is added after the user's own flags.
+    assert xla_flags_after_configure(monkeypatch, None, 2) == single
+    assert xla_flags_after_configure(monkeypatch, "--xla_dump_to=/tmp/x", 4) == f"--xla_dump_to=/tmp/x {single}"
+    # The user's choice, and larger CPUs, keep XLA_FLAGS as they are.
+    keep = "--xla_cpu_multi_thread_eigen=true"
+    assert xla_flags_after_configure(monkeypatch, keep, 2) == keep
+    assert xla_flags_after_configure(monkeypatch, None, 16) is None
+
+
+def test_the_jax_backend_sets_it_at_import_and_no_other_backend_does():
     code = (
         "import os, keras\n"
-        f"os.cpu_count = lambda: {cores}\n"
+        "os.cpu_count = lambda: 2\n"
         "import keras_rl_gym.backend\n"
         "print(repr(os.environ.get('XLA_FLAGS')))"
     )
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    if flags is not None:
-        env["XLA_FLAGS"] = flags
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    return eval(done.stdout.strip().splitlines()[-1])
-
-
-def test_xla_runs_single_threaded_eigen_on_a_small_cpu_unless_the_user_says_otherwise():
     on_jax = keras.backend.backend() == "jax"
-    single = "--xla_cpu_multi_thread_eigen=false"
-    # On JAX, up to 4 cores: the flag is added after the user's own flags.
-    assert xla_flags_after_import(None, 2) == (single if on_jax else None)
-    assert xla_flags_after_import("--xla_dump_to=/tmp/x", 4) == (
-        f"--xla_dump_to=/tmp/x {single}" if on_jax else "--xla_dump_to=/tmp/x"
-    )
-    # The user's choice, and larger CPUs, keep XLA_FLAGS as they are.
-    assert xla_flags_after_import("--xla_cpu_multi_thread_eigen=true", 2) == "--xla_cpu_multi_thread_eigen=true"
-    assert xla_flags_after_import(None, 16) is None
+    assert eval(done.stdout.strip().splitlines()[-1]) == ("--xla_cpu_multi_thread_eigen=false" if on_jax else None)
