@@ -14,7 +14,7 @@ AGENTS = {
     "TD3Agent": dict(COMMON, learning_starts=500, noise_std=0.1),
     "SACAgent": dict(COMMON, learning_starts=500, actor_learning_rate=1e-3, critic_learning_rate=1e-3),
 }
-STEPS = {"TD3Agent": 6_000, "SACAgent": 6_000}
+STEPS = {"TD3Agent": 8_000, "SACAgent": 6_000}
 EVAL_EPISODES = 10
 THRESHOLD = -400.0  # mean greedy return over EVAL_EPISODES episodes
 
