@@ -35,6 +35,8 @@ _EXPORTS = {
     "PPOAgent": "keras_rl_gym.agents.ppo",
     "QLearningAgent": "keras_rl_gym.agents.qlearning",
     "ReinforceAgent": "keras_rl_gym.agents.reinforce",
+    "SACAgent": "keras_rl_gym.agents.sac",
+    "TD3Agent": "keras_rl_gym.agents.td3",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

@@ -45,6 +45,8 @@ ALGORITHMS = {
     "a2c": "keras_rl_gym.agents.actor_critic:ActorCriticAgent",
     "ppo": "keras_rl_gym.agents.ppo:PPOAgent",
     "ddpg": "keras_rl_gym.agents.ddpg:DDPGAgent",
+    "td3": "keras_rl_gym.agents.td3:TD3Agent",
+    "sac": "keras_rl_gym.agents.sac:SACAgent",
 }
 
 # Wrapper name -> "module:callable(env, **params)"; Gymnasium's own wrappers by their names.

@@ -120,3 +120,47 @@ def sample_gaussian(rng: np.random.Generator, mean, log_std):
     # z is recomputed from the float32 sample, as the loss will, rather than taken from eps.
     z = (actions - mean) * np.exp(-log_std)
     return actions, np.sum(-0.5 * z**2 - log_std - 0.5 * LOG_2PI, axis=-1)
+
+
+# -- tanh-squashed diagonal Gaussian (SAC) ----------------------------------------------------
+LOG_2 = math.log(2.0)
+
+
+def tanh_log_det(pre_tanh):
+    """``sum_i log(1 - tanh(u_i)^2)``, the log-Jacobian of ``a = tanh(u)``, in ``keras.ops``: ``(batch,)``.
+
+    Written as ``log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u))``, which stays
+    finite where ``tanh(u)`` rounds to 1 (``|u|`` beyond ~9 in float32).
+    """
+    u = ops.cast(pre_tanh, "float32")
+    return ops.sum(2.0 * (LOG_2 - u - ops.softplus(-2.0 * u)), axis=-1)
+
+
+def squashed_gaussian_log_prob(mean, log_std, pre_tanh):
+    """Log-density of ``a = tanh(u)``, ``u ~ N(mean, diag(exp(log_std))^2)``, given the pre-tanh ``u``.
+
+    By the change of variables ``a = tanh(u)`` (applied per dimension),
+
+        log pi(a) = log N(u; mu, sigma) - sum_i log(1 - tanh(u_i)^2).
+
+    Args:
+        mean: ``(batch, n)`` means of ``u``.
+        log_std: ``(batch, n)`` log standard deviations of ``u``.
+        pre_tanh: ``(batch, n)`` values ``u`` (not ``a``: inverting tanh near +-1 loses precision).
+
+    Returns:
+        ``(batch,)`` log-densities of the squashed actions.
+    """
+    return gaussian_log_prob(mean, log_std, pre_tanh) - tanh_log_det(pre_tanh)
+
+
+def sample_squashed_gaussian(rng: np.random.Generator, mean, log_std):
+    """Samples ``a = tanh(mu + sigma * eps)``, ``eps ~ N(0, I)``, on the host.
+
+    Returns:
+        ``(actions, log_probs)``: ``(batch, n)`` float32 actions in ``(-1, 1)``
+        and their :func:`squashed_gaussian_log_prob`, ``(batch,)``.
+    """
+    u, log_p = sample_gaussian(rng, mean, log_std)
+    log_det = np.sum(2.0 * (LOG_2 - u - np.logaddexp(0.0, -2.0 * u)), axis=-1)
+    return np.tanh(u).astype(np.float32), log_p - log_det

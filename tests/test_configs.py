@@ -55,6 +55,8 @@ EXPECTED_CLASS = {
     "a2c": "ActorCriticAgent",
     "ppo": "PPOAgent",
     "ddpg": "DDPGAgent",
+    "td3": "TD3Agent",
+    "sac": "SACAgent",
 }
 
 

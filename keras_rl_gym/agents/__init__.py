@@ -8,6 +8,8 @@ from keras_rl_gym.agents.drqn import DRQNAgent
 from keras_rl_gym.agents.ppo import PPOAgent
 from keras_rl_gym.agents.qlearning import QLearningAgent
 from keras_rl_gym.agents.reinforce import ReinforceAgent
+from keras_rl_gym.agents.sac import SACAgent
+from keras_rl_gym.agents.td3 import TD3Agent
 
 __all__ = [
     "ActorCriticAgent",
@@ -19,4 +21,6 @@ __all__ = [
     "PPOAgent",
     "QLearningAgent",
     "ReinforceAgent",
+    "SACAgent",
+    "TD3Agent",
 ]

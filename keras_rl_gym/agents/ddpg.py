@@ -6,16 +6,13 @@ from collections.abc import Callable, Sequence
 
 import keras
 import numpy as np
-from gymnasium import spaces
 from keras import ops
 from keras.optimizers.schedules import LearningRateSchedule
 
-from keras_rl_gym import networks, schedules
+from keras_rl_gym import networks
+from keras_rl_gym.agents import off_policy
 from keras_rl_gym.agents.base import ALL_POSITIVE, NON_NEGATIVE, POSITIVE, POSITIVE_RATE, Agent, between, one_of
-from keras_rl_gym.buffers import ReplayBuffer
-from keras_rl_gym.spaces import require
-
-NOISE_TYPES = ("gaussian", "ornstein-uhlenbeck")
+from keras_rl_gym.agents.off_policy import NOISE_TYPES
 
 
 @keras.saving.register_keras_serializable(package="keras_rl_gym")
@@ -139,23 +136,7 @@ class DDPGAgent(Agent):
     ):
         super().__init__(observation_space, action_space, gamma=gamma, seed=seed, **kwargs)
         self._set_hyperparameters(locals())
-        name = type(self).__name__
-        require(self.action_space, (spaces.Box,), name, "action")
-        require(self.observation_space, (spaces.Box,), name, "observation")
-        if len(self.action_space.shape) != 1:
-            raise ValueError(f"{name} needs a 1-D Box action space, got shape {self.action_space.shape}.")
-        if not (np.all(np.isfinite(self.action_space.low)) and np.all(np.isfinite(self.action_space.high))):
-            raise ValueError(f"{name} needs finite action bounds to scale its tanh output, got {self.action_space}.")
-        if np.any(self.action_space.high <= self.action_space.low):
-            raise ValueError(f"{name} needs high > low in every action dimension, got {self.action_space}.")
-        if len(self.observation_space.shape) == 3:
-            raise ValueError(f"{name} has dense networks only; got image observations {self.observation_space.shape}.")
-        # env action = center + half_range * normalized action, normalized in [-1, 1].
-        low = self.action_space.low.astype(np.float64)
-        high = self.action_space.high.astype(np.float64)
-        self.action_dim = int(self.action_space.shape[0])
-        self._center = ((high + low) / 2.0).astype(np.float32)
-        self._half_range = ((high - low) / 2.0).astype(np.float32)
+        off_policy.check_spaces(self)
 
         obs_shape = self.observation_space.shape
         obs_dtype = str(self.observation_space.dtype)
@@ -201,10 +182,7 @@ class DDPGAgent(Agent):
     # -- graph (keras.ops) ---------------------------------------------------------
     def call(self, obs, training=False):
         """The deterministic policy's actions, scaled to the action bounds: shape ``(batch, n)``."""
-        normalized = self.actor(obs, training=training)
-        return ops.add(
-            ops.convert_to_tensor(self._center), ops.multiply(ops.convert_to_tensor(self._half_range), normalized)
-        )
+        return off_policy.scale_graph(self, self.actor(obs, training=training))
 
     def act_graph(self, obs):
         # Normalized actions: the host scales them (and adds noise in this space).
@@ -220,16 +198,8 @@ class DDPGAgent(Agent):
         return ops.stop_gradient(reward + self.gamma * (1.0 - terminated) * q_next)
 
     def frozen_critic(self, obs, action):
-        """``Q(s, a)`` with the critic's weights behind ``stop_gradient``: gradients reach ``action`` only.
-
-        A stateless call maps each critic variable to a stopped copy of its
-        current value (read in the caller's scope, so this also works inside
-        the JAX runtime's stateless scope; the critic reads no other variable).
-        """
-        frozen = [ops.stop_gradient(v.value) for v in self.critic.trainable_variables]
-        state = [v.value for v in self.critic.non_trainable_variables]
-        q, _ = self.critic.stateless_call(frozen, state, [obs, action])
-        return q[:, 0]
+        """``Q(s, a)`` with the critic's weights behind ``stop_gradient``: gradients reach ``action`` only."""
+        return off_policy.frozen_call(self.critic, [obs, action])[:, 0]
 
     def compute_rl_loss(self, batch):
         obs = ops.convert_to_tensor(batch["obs"])
@@ -252,86 +222,25 @@ class DDPGAgent(Agent):
             (self.actor_optimizer, self.actor.trainable_variables),
         ]
 
-    # -- host side (NumPy) ----------------------------------------------------------
-    def _scale(self, normalized: np.ndarray) -> np.ndarray:
-        action = self._center + self._half_range * normalized
-        # The clip only removes float rounding past the bounds.
-        return np.clip(action, self.action_space.low, self.action_space.high).astype(self.action_space.dtype)
-
-    def _normalize(self, action: np.ndarray) -> np.ndarray:
-        return ((np.asarray(action, np.float32) - self._center) / self._half_range).astype(np.float32)
+    # -- host side (NumPy): shared with TD3 and SAC (agents/off_policy.py) -----------------
+    _scale = off_policy.scale
+    _normalize = off_policy.normalize
+    _warmup_actions = off_policy.warmup_actions
+    _noise = off_policy.noise
+    _explore = off_policy.explore_with_noise
+    _observe = off_policy.observe
+    _train = off_policy.train
 
     def _greedy(self, obs):
         return self._scale(np.asarray(self.runtime.act(obs)))
 
-    def _noise(self, n: int) -> np.ndarray:
-        std = self.current_noise_std
-        if self.noise_type == "gaussian":
-            return std * self.rng.standard_normal((n, self.action_dim))
-        # Ornstein-Uhlenbeck as the AR(1) process x <- (1 - theta) x + sigma_e * N(0, 1), with
-        # sigma_e = std * sqrt(2 theta - theta^2) so that its stationary standard deviation is std.
-        if self._ou_state is None or self._ou_state.shape[0] != n:
-            self._ou_state = np.zeros((n, self.action_dim))
-        theta = self.ou_theta
-        shock = std * np.sqrt(2 * theta - theta**2) * self.rng.standard_normal((n, self.action_dim))
-        self._ou_state = (1.0 - theta) * self._ou_state + shock
-        return self._ou_state
-
     def _on_fit_begin(self, num_envs, steps):
-        if self.buffer is None:
-            obs_space = self.observation_space
-            self.buffer = ReplayBuffer(
-                self.buffer_size,
-                {
-                    "obs": (obs_space.shape, obs_space.dtype),
-                    "action": ((self.action_dim,), np.float32),
-                    "reward": ((), np.float32),
-                    "next_obs": (obs_space.shape, obs_space.dtype),
-                    "terminated": ((), np.float32),
-                },
-                seed=self.seed,
-            )
-        final = self.noise_std if self.noise_std_final is None else self.noise_std_final
-        # The noise anneals over the first exploration_fraction of the run's horizon.
-        self._noise_fn = schedules.linear_schedule(
-            self.noise_std, final, int(self.exploration_fraction * self.total_steps)
-        )
-        self._ou_state = np.zeros((num_envs, self.action_dim))
+        off_policy.make_replay(self)
+        off_policy.start_noise(self, num_envs)
 
-    def _explore(self, obs, step):
-        n = len(obs)
-        if step < self.learning_starts:
-            # Warm-up: uniform over the box, drawn from the agent's own generator.
-            return self._scale(self.rng.uniform(-1.0, 1.0, (n, self.action_dim)))
-        if self._noise_fn is not None:
-            self.current_noise_std = self._noise_fn(step)
-        normalized = np.asarray(self.runtime.act(obs)) + self._noise(n)
-        return self._scale(np.clip(normalized, -1.0, 1.0))
-
-    def _observe(self, obs, action, reward, next_obs, terminated, truncated, valid):
-        if valid.any():
-            self.buffer.add(
-                obs=obs[valid],
-                action=self._normalize(action)[valid],
-                reward=reward[valid],
-                next_obs=next_obs[valid],
-                terminated=terminated[valid],
-            )
-        if self._ou_state is not None:
-            # Each episode starts with fresh (zero) correlated noise.
-            done = (terminated | truncated) & valid
-            if done.any() and self._ou_state.shape[0] == len(done):
-                self._ou_state[done] = 0.0
-
-    def _train(self, step, new_steps):
-        if step < self.learning_starts:
-            return
-        self._steps_since_train += new_steps
-        while self._steps_since_train >= self.train_freq:
-            self._steps_since_train -= self.train_freq
-            for _ in range(self.gradient_steps):
-                yield self.train_step(self.buffer.sample(self.batch_size))
-                self.runtime.update_targets(self.tau)
+    def _update_once(self):
+        yield self.train_step(self.buffer.sample(self.batch_size))
+        self.runtime.update_targets(self.tau)
 
     def _log_values(self):
         return {"noise_std": float(self.current_noise_std)}

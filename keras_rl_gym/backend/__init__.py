@@ -8,7 +8,8 @@ agent describes its computation once, in ``keras.ops``:
 * ``agent.compute_rl_loss(batch)``: ``(loss, metrics)`` for a dict of arrays;
 * ``agent.update_targets(tau)``: moves target networks toward the online ones
   with ``variable.assign``;
-* ``agent.optimizer_groups()``: ``[(optimizer, variables), ...]``.
+* ``agent.optimizer_groups()``: ``[(optimizer, variables), ...]``; a group may
+  carry a third item, the name of a batch entry that gates it (see ``split_groups``).
 
 A runtime turns those into fast callables that take and return NumPy arrays.
 Keras has no backend-agnostic ``train_step`` (each backend's trainer writes its
@@ -383,6 +384,20 @@ class FusedRuntime(Runtime):
     def update_targets(self, tau):
         self._flush()
         self._update_targets_now(float(tau))
+
+
+def split_groups(groups):
+    """``(groups, gates)``: the ``(optimizer, variables)`` pairs, and each group's gate (a batch key, or ``None``).
+
+    A group ``(optimizer, variables, key)`` is applied in an update only where
+    ``batch[key]`` (a scalar) is above 0.5; elsewhere its variables and its
+    optimizer's state (moments, iteration count) stay exactly as they were. That
+    is how TD3 updates its actor every ``policy_delay``-th update only: an Adam
+    step on a zero gradient would still move the weights. Each runtime applies a
+    gated group under a conditional (``lax.cond``, ``tf.cond``, a Python ``if``).
+    """
+    pairs = [(group[0], group[1]) for group in groups]
+    return pairs, [group[2] if len(group) > 2 else None for group in groups]
 
 
 def pack_metrics(runtime, loss, metrics: dict):

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from keras import StatelessScope
 
-from keras_rl_gym.backend import FusedRuntime, pack_metrics, split_replay_batch
+from keras_rl_gym.backend import FusedRuntime, pack_metrics, split_groups, split_replay_batch
 
 
 class JaxRuntime(FusedRuntime):
@@ -25,7 +25,7 @@ class JaxRuntime(FusedRuntime):
         super().__init__(agent)
         self.trainable = list(agent.trainable_variables)
         self.non_trainable = list(agent.non_trainable_variables)
-        self.groups = agent.optimizer_groups()
+        self.groups, self.gates = split_groups(agent.optimizer_groups())
         position = {id(v): i for i, v in enumerate(self.trainable)}
         self.group_index = [[position[id(v)] for v in vs] for _, vs in self.groups]
         self.state = None
@@ -122,8 +122,19 @@ class JaxRuntime(FusedRuntime):
         def apply(_):
             new_trainable = list(trainable)
             new_opt_values = []
-            for (opt, _), index, values in zip(self.groups, self.group_index, opt_values):
-                params, values = opt.stateless_apply(values, [grads[i] for i in index], [trainable[i] for i in index])
+            for (opt, _), gate, index, values in zip(self.groups, self.gates, self.group_index, opt_values):
+                group_grads = [grads[i] for i in index]
+
+                def step(operand, opt=opt, group_grads=group_grads):
+                    values, params = operand
+                    params, values = opt.stateless_apply(values, group_grads, params)
+                    return list(params), list(values)
+
+                operand = (list(values), [trainable[i] for i in index])
+                if gate is None:
+                    params, values = step(operand)
+                else:  # a gated group (see split_groups): applied only where its batch entry says so
+                    params, values = jax.lax.cond(batch[gate] > 0.5, step, lambda o: (o[1], o[0]), operand)
                 for i, p in zip(index, params):
                     new_trainable[i] = p
                 new_opt_values.append(list(values))

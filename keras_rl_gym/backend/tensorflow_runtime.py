@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from keras_rl_gym.backend import FusedRuntime, pack_metrics, split_replay_batch
+from keras_rl_gym.backend import FusedRuntime, pack_metrics, split_groups, split_replay_batch
 
 try:
     # TensorFlow's own fast paths, private: ``EagerTensor`` is what ``tf.convert_to_tensor``
@@ -43,7 +43,7 @@ def _to_tensor(x):
 class TensorFlowRuntime(FusedRuntime):
     def __init__(self, agent, jit_compile: bool = True):
         super().__init__(agent)
-        self.groups = agent.optimizer_groups()
+        self.groups, self.gates = split_groups(agent.optimizer_groups())
         self.trainable = [v for _, vs in self.groups for v in vs]
         self._act = tf.function(agent.act_graph, jit_compile=jit_compile, reduce_retracing=True)
         self._update = tf.function(self._update_fn, jit_compile=jit_compile)
@@ -105,9 +105,19 @@ class TensorFlowRuntime(FusedRuntime):
 
         def apply():
             start = 0
-            for opt, variables in self.groups:
-                opt.apply(grads[start : start + len(variables)], variables)
+            for (opt, variables), gate in zip(self.groups, self.gates):
+                group_grads = grads[start : start + len(variables)]
                 start += len(variables)
+                if gate is None:
+                    opt.apply(group_grads, variables)
+                    continue
+
+                # A gated group (see split_groups): applied only where its batch entry says so.
+                def step(opt=opt, group_grads=group_grads, variables=variables):
+                    opt.apply(group_grads, variables)
+                    return tf.constant(True)
+
+                tf.cond(batch[gate] > 0.5, step, lambda: tf.constant(False))
             return tf.constant(True)
 
         # A non-finite loss leaves every variable as it was (see Runtime.update).

@@ -25,7 +25,7 @@ import warnings
 import numpy as np
 import torch
 
-from keras_rl_gym.backend import Runtime
+from keras_rl_gym.backend import Runtime, split_groups
 
 COMPILE_MIN_STEPS = 20_000
 
@@ -49,7 +49,7 @@ class TorchRuntime(Runtime):
     def __init__(self, agent):
         super().__init__(agent)
         torch.set_num_threads(int(os.environ.get("KERAS_RL_GYM_TORCH_THREADS", "1")))
-        self.groups = agent.optimizer_groups()
+        self.groups, self.gates = split_groups(agent.optimizer_groups())
         self._act_fn = agent.act_graph
         self._loss_fn = agent.compute_rl_loss
         self._apply_fn = self._apply
@@ -71,9 +71,10 @@ class TorchRuntime(Runtime):
         self._apply_fn = self._apply
         self.compiled = False
 
-    def _apply(self, grads):
-        for (opt, variables), group_grads in zip(self.groups, grads):
-            opt.apply(group_grads, variables)
+    def _apply(self, grads, active):
+        for (opt, variables), group_grads, on in zip(self.groups, grads, active):
+            if on:  # a gated group (see split_groups) only where its batch entry says so
+                opt.apply(group_grads, variables)
 
     def act(self, obs):
         obs = torch.utils._pytree.tree_map(_as_tensor, obs)  # an array, or a tuple (recurrent state)
@@ -108,14 +109,15 @@ class TorchRuntime(Runtime):
                 v.value.grad = None
         loss.backward()
         grads = [[v.value.grad for v in variables] for _, variables in self.groups]
+        active = tuple(gate is None or bool(batch[gate] > 0.5) for gate in self.gates)
         with torch.no_grad():
             try:
-                self._apply_fn(grads)
+                self._apply_fn(grads, active)
             except Exception as error:
                 if not self.compiled:
                     raise
                 self._fallback(error)
-                self._apply_fn(grads)
+                self._apply_fn(grads, active)
         return out
 
     def update_targets(self, tau):

@@ -1,0 +1,30 @@
+"""TD3's and SAC's Pendulum-v1 learning checks, written once (as ``ddpg_pendulum_setup`` is for DDPG).
+
+``tests/test_td3.py`` and ``tests/test_sac.py`` run them for seed 0 (marker ``learning``).
+A random policy scores about -1200 per episode; one that swings up and holds, -150 to -200.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+ENV_ID = "Pendulum-v1"
+COMMON = dict(actor_hidden_sizes=(64, 64), critic_hidden_sizes=(64, 64), gamma=0.98, batch_size=128)
+AGENTS = {
+    "TD3Agent": dict(COMMON, learning_starts=500, noise_std=0.1),
+    "SACAgent": dict(COMMON, learning_starts=500, actor_learning_rate=1e-3, critic_learning_rate=1e-3),
+}
+STEPS = {"TD3Agent": 8_000, "SACAgent": 6_000}
+EVAL_EPISODES = 10
+THRESHOLD = -400.0  # mean greedy return over EVAL_EPISODES episodes
+
+
+def train_and_evaluate(name: str, seed: int = 0) -> dict:
+    """Trains a fresh ``name`` agent for ``STEPS[name]`` env steps; returns its greedy evaluation."""
+    import keras_rl_gym
+
+    env = gym.make(ENV_ID)
+    cls = getattr(keras_rl_gym, name)
+    agent = cls(env.observation_space, env.action_space, seed=seed, **AGENTS[name])
+    agent.fit(env, steps=STEPS[name], verbose=0)
+    return agent.evaluate(gym.make(ENV_ID), episodes=EVAL_EPISODES, seed=1_000 + seed)
