@@ -154,9 +154,10 @@ def sb3_callback(clock: RunClock, tracker: Threshold):
     return Measure()
 
 
-def evaluate_greedy(act, seed: int, episodes: int = EVAL_EPISODES) -> float:
-    """Mean return of ``act(obs) -> action`` over ``episodes`` CartPole episodes, reset seeds fixed by ``seed``."""
-    env = gym.make(ENV_ID)
+def evaluate_greedy(act, seed: int, episodes: int = EVAL_EPISODES, env_id: str = ENV_ID) -> float:
+    """Mean return of ``act(obs) -> action`` over ``episodes`` episodes (CartPole unless ``env_id``), reset seeds
+    fixed by ``seed``."""
+    env = gym.make(env_id)
     returns = []
     for i in range(episodes):
         obs, _ = env.reset(seed=EVAL_SEED + episodes * seed + i)
@@ -426,7 +427,8 @@ def report(backend: str, runs: dict, metrics: list, resamples: int) -> dict:
             cells = [_number(s.get(field)) for field in ("median", "min", "max", "iqr")]
             row = f"{label if i == 0 else '':{width}}  {names[name]:22} {s['n']:>3} "
             print(row + " ".join(f"{cell:>9}" for cell in cells))
-    print(f"n: seeds with a value; the steps to {THRESHOLD:.0f} count only the seeds that reached it (not compared).")
+    if STEPS_TO_THRESHOLD in metrics:
+        print(f"n: seeds with a value; the steps to {THRESHOLD:.0f} count only seeds that reached it (not compared)")
     fewest = min(len(results) for results in runs.values())
     if fewest < 5:
         print(f"Only {fewest} seed(s) on a side: the bootstrap intervals below mean little.")
