@@ -77,3 +77,79 @@ def test_frame_replay_prioritized_skips_lost_frames():
     batch = buf.sample(64, beta=1.0)
     assert ok[batch["tree_index"]].all()
     assert batch["weight"].shape == (64,)
+
+
+def _agent(**kwargs):
+    import gymnasium as gym
+
+    from keras_rl_gym import DQNAgent
+
+    env = gym.make("CartPole-v1")
+    return env, DQNAgent(env.observation_space, env.action_space, hidden_sizes=(8,), seed=0, **kwargs)
+
+
+def test_weighted_loss_and_td_error_match_numpy():
+    import keras
+
+    env, agent = _agent(prioritized=True, n_step=3)
+    rng = np.random.default_rng(1)
+    batch = {
+        "obs": rng.normal(size=(6, 4)).astype("float32"),
+        "action": rng.integers(0, 2, 6).astype("int32"),
+        "reward": rng.normal(size=6).astype("float32"),
+        "next_obs": rng.normal(size=(6, 4)).astype("float32"),
+        "terminated": np.array([0, 1, 0, 0, 1, 0], "float32"),
+        "discount": np.array([0.9, 0.8, 0.7, 0.9, 0.9, 0.5], "float32"),
+        "weight": np.array([1.0, 0.5, 0.25, 1.0, 0.1, 0.7], "float32"),
+    }
+    loss, metrics = agent.compute_rl_loss({k: keras.ops.convert_to_tensor(v) for k, v in batch.items()})
+    q = np.asarray(agent.q_network(batch["obs"]))
+    q_next = np.asarray(agent.target_network(batch["next_obs"])).max(axis=1)
+    y = batch["reward"] + batch["discount"] * (1 - batch["terminated"]) * q_next
+    error = q[np.arange(6), batch["action"]] - y
+    np.testing.assert_allclose(float(loss), np.mean(batch["weight"] * error**2), rtol=1e-4)
+    np.testing.assert_allclose(np.asarray(metrics["td_error"]), np.abs(error), rtol=1e-4, atol=1e-6)
+
+
+def test_plain_dqn_returns_no_td_error():
+    import keras
+
+    env, agent = _agent()
+    batch = {
+        "obs": np.zeros((2, 4), "float32"),
+        "action": np.zeros(2, "int32"),
+        "reward": np.ones(2, "float32"),
+        "next_obs": np.zeros((2, 4), "float32"),
+        "terminated": np.zeros(2, "float32"),
+    }
+    _, metrics = agent.compute_rl_loss({k: keras.ops.convert_to_tensor(v) for k, v in batch.items()})
+    assert "td_error" not in metrics
+
+
+@pytest.mark.parametrize("gradient_steps", [1, 2])
+def test_fit_updates_priorities_in_order(gradient_steps):
+    env, agent = _agent(
+        prioritized=True, n_step=3, learning_starts=50, batch_size=8, gradient_steps=gradient_steps, train_freq=2
+    )
+    agent.fit(env, steps=150, verbose=0)
+    sampler = agent.buffer.sampler
+    leaves = sampler.tree.leaves(np.arange(len(agent.buffer)))
+    # Rows replayed got |TD error|-based priorities, unlike the 1.0 every new row starts at.
+    assert np.unique(leaves).size > 2
+    assert len(agent._sampled) == 0  # every update's rows were paired with its report
+    assert "discount" in agent.buffer.data and agent.get_config()["n_step"] == 3
+
+
+def test_flags_validated_and_drqn_refuses():
+    import gymnasium as gym
+
+    from keras_rl_gym import DRQNAgent
+
+    with pytest.raises(ValueError, match="n_step"):
+        _agent(n_step=0)
+    with pytest.raises(ValueError, match="priority_beta"):
+        _agent(priority_beta=1.5)
+    env = gym.make("CartPole-v1")
+    for kwargs in ({"n_step": 3}, {"prioritized": True}):
+        with pytest.raises(ValueError, match="DRQNAgent"):
+            DRQNAgent(env.observation_space, env.action_space, **kwargs)
