@@ -103,12 +103,13 @@ def test_weighted_loss_and_td_error_match_numpy():
         "weight": np.array([1.0, 0.5, 0.25, 1.0, 0.1, 0.7], "float32"),
     }
     loss, metrics = agent.compute_rl_loss({k: keras.ops.convert_to_tensor(v) for k, v in batch.items()})
-    q = np.asarray(agent.q_network(batch["obs"]))
-    q_next = np.asarray(agent.target_network(batch["next_obs"])).max(axis=1)
+    numpy = keras.ops.convert_to_numpy
+    q = numpy(agent.q_network(batch["obs"]))
+    q_next = numpy(agent.target_network(batch["next_obs"])).max(axis=1)
     y = batch["reward"] + batch["discount"] * (1 - batch["terminated"]) * q_next
     error = q[np.arange(6), batch["action"]] - y
-    np.testing.assert_allclose(float(loss), np.mean(batch["weight"] * error**2), rtol=1e-4)
-    np.testing.assert_allclose(np.asarray(metrics["td_error"]), np.abs(error), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(float(numpy(loss)), np.mean(batch["weight"] * error**2), rtol=1e-4)
+    np.testing.assert_allclose(numpy(metrics["td_error"]), np.abs(error), rtol=1e-4, atol=1e-6)
 
 
 def test_plain_dqn_returns_no_td_error():
