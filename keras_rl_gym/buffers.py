@@ -32,6 +32,8 @@ class _Saveable:
             value = getattr(self, name)
             if isinstance(value, dict):
                 state.update({f"{name}/{field}": array for field, array in value.items()})
+            elif hasattr(value, "_STATE"):  # a part with state of its own (the prioritized sampler)
+                state.update(_nested_state(name, value))
             elif value is not None:  # left out (ReplayBuffer's block not yet drawn): the constructor's None stands
                 state[name] = np.asarray(value)
         # The state dict holds 128-bit integers: JSON keeps them exact without pickle.
@@ -55,10 +57,32 @@ class _Saveable:
             if isinstance(current, dict):
                 for field in current:
                     current[field] = restored(f"{name}/{field}", current[field])
+            elif hasattr(current, "_STATE"):
+                _restore_nested(name, current, state, restored)
             elif name in state:
                 setattr(buffer, name, restored(name, current))
         buffer.rng.bit_generator.state = json.loads(state["rng"].item())
         return buffer
+
+
+def _nested_state(prefix: str, part) -> dict:
+    state = {}
+    for name in part._STATE:
+        value = getattr(part, name)
+        if hasattr(value, "_STATE"):
+            state.update(_nested_state(f"{prefix}/{name}", value))
+        else:
+            state[f"{prefix}/{name}"] = np.asarray(value)
+    return state
+
+
+def _restore_nested(prefix: str, part, state: dict, restored) -> None:
+    for name in part._STATE:
+        value = getattr(part, name)
+        if hasattr(value, "_STATE"):
+            _restore_nested(f"{prefix}/{name}", value, state, restored)
+        else:
+            setattr(part, name, restored(f"{prefix}/{name}", value))
 
 
 def _fields(data: dict, axes: int) -> dict:
@@ -85,9 +109,16 @@ class ReplayBuffer(_Saveable):
     """
 
     _KIND = "uniform"
-    _STATE = ("data", "position", "size", "_random", "_next", "written")
+    _STATE = ("data", "position", "size", "_random", "_next", "written", "sampler")
 
-    def __init__(self, capacity: int, fields: dict, seed: int | None = None):
+    def __init__(
+        self,
+        capacity: int,
+        fields: dict,
+        seed: int | None = None,
+        priority_alpha: float | None = None,
+        priority_eps: float = 1e-6,
+    ):
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}.")
         self.capacity = int(capacity)
@@ -100,10 +131,12 @@ class ReplayBuffer(_Saveable):
         # Rows written since the buffer was made: a runtime that keeps a copy of the
         # ring on the device (see ``backend.ReplayMirror``) sends it only the new ones.
         self.written = 0
+        # Prioritized replay when priority_alpha is set: sample draws rows through it.
+        self.sampler = None if priority_alpha is None else PrioritizedSampler(capacity, priority_alpha, priority_eps)
 
     def _init_args(self) -> dict:
         # No seed: the saved generator state replaces the seeded one.
-        return {"capacity": self.capacity, "fields": _fields(self.data, 1)}
+        return {"capacity": self.capacity, "fields": _fields(self.data, 1), **_sampler_args(self.sampler)}
 
     def __len__(self) -> int:
         return self.size
@@ -120,14 +153,27 @@ class ReplayBuffer(_Saveable):
             index = (start + np.arange(n)) % self.capacity
             for name, array in self.data.items():
                 array[index] = batch[name]
+        if self.sampler is not None:
+            self.sampler.add((start + np.arange(n)) % self.capacity)
         self.position = (start + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
         self.written += n
 
-    def sample(self, batch_size: int) -> dict:
-        """``batch_size`` transitions drawn uniformly with replacement."""
-        index = self.sample_index(batch_size)
-        return {name: array.take(index, axis=0) for name, array in self.data.items()}
+    def sample(self, batch_size: int, beta: float = 1.0) -> dict:
+        """``batch_size`` transitions drawn uniformly with replacement.
+
+        With a prioritized sampler they are drawn by priority instead, and the batch also
+        holds ``"weight"`` (importance weights with exponent ``beta``) and ``"tree_index"`` (the
+        rows drawn, for the sampler's ``update``).
+        """
+        if self.sampler is None:
+            index = self.sample_index(batch_size)
+            return {name: array.take(index, axis=0) for name, array in self.data.items()}
+        if self.size == 0:
+            raise ValueError("Cannot sample from an empty replay buffer.")
+        index, weight = self.sampler.sample(batch_size, self.rng, beta)
+        batch = {name: array.take(index, axis=0) for name, array in self.data.items()}
+        return dict(batch, weight=weight, tree_index=index)
 
     def sample_index(self, batch_size: int) -> np.ndarray:
         """Ring rows of ``batch_size`` transitions drawn uniformly with replacement (what ``sample`` gathers).
@@ -152,6 +198,203 @@ class ReplayBuffer(_Saveable):
             self._next = 0
         start, self._next = self._next, self._next + batch_size
         return self._random[start : self._next] % self.size
+
+
+class SumTree:
+    """An array-backed binary tree over ``capacity`` leaves holding their sums (and minima).
+
+    Node ``k`` has children ``2k`` and ``2k + 1``; leaf ``i`` is node ``size + i`` where
+    ``size`` is ``capacity`` rounded up to a power of two, and node 1 holds the total.
+    ``update`` and ``find`` are vectorized over many leaves or draws at once.
+
+    Args:
+        capacity: number of leaves.
+
+    Example:
+        >>> tree = SumTree(4)
+        >>> tree.update(np.array([0, 2]), np.array([1.0, 3.0]))
+        >>> tree.total, tree.find(np.array([0.5, 2.0])).tolist()
+        (4.0, [0, 2])
+    """
+
+    _STATE = ("sums", "mins")
+
+    def __init__(self, capacity: int):
+        if capacity < 1:
+            raise ValueError(f"SumTree capacity must be >= 1, got {capacity}.")
+        self.capacity = int(capacity)
+        self.size = 1 << max(self.capacity - 1, 0).bit_length()
+        self.sums = np.zeros(2 * self.size, np.float64)
+        self.mins = np.full(2 * self.size, np.inf, np.float64)  # empty leaves never set the minimum
+
+    @property
+    def total(self) -> float:
+        return float(self.sums[1])
+
+    @property
+    def min(self) -> float:
+        return float(self.mins[1])
+
+    def leaves(self, index) -> np.ndarray:
+        return self.sums[self.size + np.asarray(index)]
+
+    def update(self, index, values) -> None:
+        """Sets leaves ``index`` to ``values`` (non-negative) and refreshes their ancestors, level by level."""
+        values = np.asarray(values, np.float64)
+        if values.size and (not np.all(np.isfinite(values)) or values.min() < 0):
+            raise ValueError("SumTree values must be finite and >= 0.")
+        node = self.size + np.asarray(index, np.int64)
+        self.sums[node] = values
+        self.mins[node] = values
+        node = np.unique(node // 2)
+        while node.size and node[0] >= 1:
+            self.sums[node] = self.sums[2 * node] + self.sums[2 * node + 1]
+            self.mins[node] = np.minimum(self.mins[2 * node], self.mins[2 * node + 1])
+            node = np.unique(node // 2) if node[0] > 1 else node[:0]
+
+    def find(self, mass) -> np.ndarray:
+        """The leaf of each prefix sum in ``mass``: the first ``i`` with ``sum(leaves[:i + 1]) > mass``."""
+        mass = np.array(mass, np.float64)
+        node = np.ones(mass.shape, np.int64)
+        while node.size and node[0] < self.size:  # every draw descends one level per pass
+            left = self.sums[2 * node]
+            right = mass >= left
+            mass -= np.where(right, left, 0.0)
+            node = 2 * node + right
+        return np.minimum(node - self.size, self.capacity - 1)
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``n`` leaves drawn proportionally to their values, stratified: one draw in each of ``n`` equal segments."""
+        if self.total <= 0:
+            raise ValueError("Cannot sample from a SumTree whose total is 0.")
+        mass = (np.arange(n) + rng.random(n)) * (self.total / n)
+        return self.find(mass)
+
+
+class PrioritizedSampler:
+    """Proportional prioritized replay (Schaul et al., 2016) over the rows of a replay buffer.
+
+    Row ``i`` is drawn with ``P(i) = p_i^alpha / sum_k p_k^alpha``; a new row gets the largest
+    priority seen so far, and ``update`` sets ``p_i = |td_i| + eps``. Each draw carries the
+    importance weight ``w_i = (N P(i))^-beta / max_j w_j = (min_j p_j^alpha / p_i^alpha)^beta``.
+
+    Args:
+        capacity: rows of the buffer.
+        alpha: priority exponent (0 is uniform).
+        eps: added to ``|td|`` so that no row's priority is 0.
+
+    Example:
+        >>> sampler = PrioritizedSampler(8)
+        >>> sampler.add(np.arange(4))
+        >>> index, weight = sampler.sample(2, np.random.default_rng(0), beta=0.4)
+        >>> weight.tolist()
+        [1.0, 1.0]
+
+    References:
+        Schaul, Quan, Antonoglou and Silver, "Prioritized Experience Replay", ICLR 2016.
+    """
+
+    _STATE = ("tree", "max_priority")
+
+    def __init__(self, capacity: int, alpha: float = 0.6, eps: float = 1e-6):
+        if alpha < 0:
+            raise ValueError(f"priority alpha must be >= 0, got {alpha}.")
+        if eps <= 0:
+            raise ValueError(f"priority eps must be > 0, got {eps}.")
+        self.alpha, self.eps = float(alpha), float(eps)
+        self.tree = SumTree(capacity)
+        self.max_priority = 1.0
+
+    def add(self, rows) -> None:
+        """New rows start at the largest priority seen, so each is replayed soon at least once."""
+        rows = np.asarray(rows, np.int64)
+        self.tree.update(rows, np.full(rows.shape, self.max_priority**self.alpha))
+
+    def update(self, rows, td_error) -> None:
+        """Priorities ``|td_error| + eps`` for ``rows`` (a row drawn twice keeps its last value)."""
+        priority = np.abs(np.asarray(td_error, np.float64)).reshape(-1) + self.eps
+        if not np.all(np.isfinite(priority)):
+            raise ValueError("TD errors for priorities must be finite.")
+        self.tree.update(np.asarray(rows, np.int64).reshape(-1), priority**self.alpha)
+        self.max_priority = max(self.max_priority, float(priority.max(initial=0.0)))
+
+    def sample(self, n: int, rng, beta: float) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` rows and their importance weights (float32, the largest possible weight being 1)."""
+        rows = self.tree.sample(n, rng)
+        return rows, self.weights(rows, beta)
+
+    def weights(self, rows, beta: float) -> np.ndarray:
+        # (N P(i))^-beta / max_j (N P(j))^-beta: N and the total cancel, leaving (p_min / p_i)^beta.
+        return ((self.tree.min / self.tree.leaves(rows)) ** float(beta)).astype(np.float32)
+
+
+class NStepAccumulator:
+    """Turns one-step transitions of a vector env into n-step ones, one window per env slot.
+
+    From rewards ``r_0 .. r_{m-1}`` of one episode it emits ``reward = sum_{k<m} gamma^k r_k``,
+    ``next_obs`` = the observation ``m`` steps after ``obs``, and ``discount = gamma^m`` (Sutton and
+    Barto 2018, ch. 7). ``m = n``, except at an episode's end, where the window is flushed with
+    ``m`` = what remains: after a termination with ``terminated=True`` (no bootstrap), after a
+    truncation with ``terminated=False``, bootstrapping from the truncation's final ``next_obs``.
+    Rows where ``valid`` is False (Gymnasium's NEXT_STEP autoreset steps) are not transitions.
+
+    Args:
+        n: steps per return.
+        gamma: discount factor.
+        num_envs: env slots.
+
+    Example:
+        >>> acc = NStepAccumulator(2, 0.5, num_envs=1)
+        >>> step = dict(obs=np.zeros((1, 1)), action=np.array([0]), next_obs=np.ones((1, 1)))
+        >>> acc.add(reward=np.array([1.0]), terminated=np.array([False]), truncated=np.array([False]), **step)
+        >>> out = acc.add(reward=np.array([2.0]), terminated=np.array([True]), truncated=np.array([False]), **step)
+        >>> out["reward"].tolist(), out["discount"].tolist(), out["terminated"].tolist()
+        ([2.0, 2.0], [0.25, 0.5], [1.0, 1.0])
+
+    References:
+        Sutton and Barto, "Reinforcement Learning: An Introduction", 2nd ed., 2018, ch. 7.
+    """
+
+    def __init__(self, n: int, gamma: float, num_envs: int):
+        if n < 1:
+            raise ValueError(f"n_step must be >= 1, got {n}.")
+        self.n, self.gamma = int(n), float(gamma)
+        self.reset(num_envs)
+
+    def reset(self, num_envs: int) -> None:
+        """Drops every open window (a new run resets its envs)."""
+        self.windows = [[] for _ in range(int(num_envs))]
+
+    def _emit(self, out, window, next_obs, terminated) -> None:
+        """Emits the window's oldest start: its return over the (at most n) rewards from there."""
+        rewards = [r for *_, r in window[: self.n]]
+        obs, action, _ = window.pop(0)
+        ret = sum(self.gamma**k * r for k, r in enumerate(rewards))
+        out.append((obs, action, ret, next_obs, terminated, self.gamma ** len(rewards)))
+
+    def add(self, obs, action, reward, next_obs, terminated, truncated, valid=None):
+        """One vector step in; the n-step transitions it completes out (a dict of arrays, or ``None``)."""
+        out = []
+        rows = range(len(obs)) if valid is None else np.flatnonzero(valid)
+        for i in rows:
+            window = self.windows[i]
+            window.append((obs[i], action[i], float(reward[i])))
+            if terminated[i] or truncated[i]:
+                while window:  # flush: every open start ends here
+                    self._emit(out, window, next_obs[i], bool(terminated[i]))
+            elif len(window) == self.n:
+                self._emit(out, window, next_obs[i], False)
+        if not out:
+            return None
+        obs_, action_, reward_, next_, term_, disc_ = zip(*out)
+        return {
+            "obs": np.stack(obs_),
+            "action": np.asarray(action_),
+            "reward": np.asarray(reward_, np.float32),
+            "next_obs": np.stack(next_),
+            "terminated": np.asarray(term_, np.float32),
+            "discount": np.asarray(disc_, np.float32),
+        }
 
 
 class FrameReplayBuffer(_Saveable):
@@ -203,6 +446,7 @@ class FrameReplayBuffer(_Saveable):
     _KIND = "frames"
     _STATE = ("frames", "frames_written", "obs_slots", "next_slots", "oldest", "action", "reward", "terminated")
     _STATE += ("position", "size", "_last_frames", "_last_obs", "_open")  # and each env's episode so far
+    _STATE += ("sampler",)
 
     def __init__(
         self,
@@ -213,6 +457,8 @@ class FrameReplayBuffer(_Saveable):
         num_envs: int = 1,
         frame_capacity: int | None = None,
         dtype=np.uint8,
+        priority_alpha: float | None = None,
+        priority_eps: float = 1e-6,
     ):
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}.")
@@ -236,6 +482,7 @@ class FrameReplayBuffer(_Saveable):
         self.position = 0
         self.size = 0
         self.rng = np.random.default_rng(seed)
+        self.sampler = None if priority_alpha is None else PrioritizedSampler(capacity, priority_alpha, priority_eps)
         self._reset_envs(int(num_envs))
 
     def _reset_envs(self, num_envs: int) -> None:
@@ -254,6 +501,7 @@ class FrameReplayBuffer(_Saveable):
             "num_envs": self.num_envs,
             "frame_capacity": self.frame_capacity,
             "dtype": self.frames.dtype.str,
+            **_sampler_args(self.sampler),
         }
 
     def __len__(self) -> int:
@@ -327,6 +575,8 @@ class FrameReplayBuffer(_Saveable):
             else:
                 new = self._write_stack(next_obs[i])
             p = self.position
+            if self.sampler is not None:
+                self.sampler.add([p])
             self.obs_slots[p] = last % self.frame_capacity
             self.next_slots[p] = new % self.frame_capacity
             self.oldest[p] = min(last[0], new[0])
@@ -357,8 +607,11 @@ class FrameReplayBuffer(_Saveable):
     def _sampleable(self, index: np.ndarray) -> np.ndarray:
         return self.oldest[index] >= self.frames_written - self.frame_capacity
 
-    def sample(self, batch_size: int) -> dict:
+    def sample(self, batch_size: int, beta: float = 1.0) -> dict:
         """``batch_size`` transitions drawn uniformly with replacement among those whose frames are kept.
+
+        With a prioritized sampler they are drawn by priority instead (still only among those),
+        and the batch also holds ``"weight"`` and ``"tree_index"`` (see ``ReplayBuffer.sample``).
 
         Returns:
             ``{"obs", "next_obs"}``: ``(B, H, W, C)`` frames; ``"action"`` int32,
@@ -366,26 +619,37 @@ class FrameReplayBuffer(_Saveable):
         """
         if self.size == 0:
             raise ValueError("Cannot sample from an empty replay buffer.")
-        index = self.rng.integers(0, self.size, size=batch_size)
+
+        def draw(n):
+            return (
+                self.rng.integers(0, self.size, size=n)
+                if self.sampler is None
+                else self.sampler.tree.sample(n, self.rng)
+            )
+
+        index = draw(batch_size)
         bad = ~self._sampleable(index)
         for _ in range(8):
             # Rejection: redraw the few transitions whose oldest frames are gone.
             if not bad.any():
                 break
-            index[bad] = self.rng.integers(0, self.size, size=int(bad.sum()))
+            index[bad] = draw(int(bad.sum()))
             bad = ~self._sampleable(index)
         if bad.any():
             candidates = np.flatnonzero(self._sampleable(np.arange(self.size)))
             if candidates.size == 0:
                 raise ValueError("No transition in the replay buffer still has all its frames; raise frame_capacity.")
             index[bad] = self.rng.choice(candidates, size=int(bad.sum()))
-        return {
+        batch = {
             "obs": self._stacks(self.obs_slots[index]),
             "action": self.action[index],
             "reward": self.reward[index],
             "next_obs": self._stacks(self.next_slots[index]),
             "terminated": self.terminated[index].astype(np.float32),
         }
+        if self.sampler is not None:
+            batch.update(weight=self.sampler.weights(index, beta), tree_index=index)
+        return batch
 
     def _stacks(self, slots: np.ndarray) -> np.ndarray:
         """``(B, H, W, C)`` stacks from ``(B, C)`` frame slots."""
@@ -474,6 +738,10 @@ class SequenceReplayBuffer(_Saveable):
             [np.ones((batch_size, 1), np.float32), np.cumprod(1.0 - done[:, :-1], axis=1)], axis=1
         ).astype(np.float32)
         return batch
+
+
+def _sampler_args(sampler) -> dict:
+    return {} if sampler is None else {"priority_alpha": sampler.alpha, "priority_eps": sampler.eps}
 
 
 _KINDS = {cls._KIND: cls for cls in (ReplayBuffer, FrameReplayBuffer, SequenceReplayBuffer)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Sequence
 
 import keras
@@ -22,7 +23,7 @@ from keras_rl_gym.agents.base import (
     masked_mean,
     one_of,
 )
-from keras_rl_gym.buffers import FrameReplayBuffer, ReplayBuffer
+from keras_rl_gym.buffers import FrameReplayBuffer, NStepAccumulator, ReplayBuffer
 from keras_rl_gym.spaces import require
 
 LOSSES = ("mse", "huber")
@@ -76,6 +77,17 @@ class DQNAgent(Agent):
         exploration_fraction: fraction of the run's horizon (``fit``'s ``total_steps``) over which epsilon anneals.
         epsilon_schedule: ``"linear"`` or ``"exponential"``.
         max_grad_norm: clip gradients to this global norm (``None``: no clipping).
+        n_step: steps per bootstrapped return (Sutton and Barto 2018, ch. 7): the target becomes
+            ``y = sum_{k<m} gamma^k r_k + gamma^m * (1 - terminated) * Q_target(s_m, a')`` with ``m = n_step``,
+            or fewer at an episode's end (a termination cuts it, a truncation bootstraps from its final
+            observation); ``1`` is plain DQN. Needs ``replay="uniform"`` (not frame replay).
+        prioritized: proportional prioritized replay (Schaul et al., 2016): transition ``i`` is drawn with
+            ``P(i) = p_i^alpha / sum_k p_k^alpha``, ``p_i = |Q(s, a) - y| + priority_eps`` from its last
+            update (new ones get the largest priority seen), and the loss is the mean of
+            ``w_i * loss_i`` with ``w_i = (N P(i))^-beta / max_j w_j``.
+        priority_alpha: the priority exponent ``alpha``.
+        priority_beta: ``beta`` at the start; it anneals linearly to 1 over the run's horizon (``total_steps``).
+        priority_eps: added to ``|TD error|`` so that no priority is 0.
         seed: random seed.
 
     Example:
@@ -90,11 +102,16 @@ class DQNAgent(Agent):
         Mnih et al., "Human-level control through deep reinforcement learning", Nature 2015.
         van Hasselt, Guez and Silver, "Deep Reinforcement Learning with Double Q-learning", AAAI 2016.
         Wang et al., "Dueling Network Architectures for Deep Reinforcement Learning", ICML 2016.
+        Schaul, Quan, Antonoglou and Silver, "Prioritized Experience Replay", ICLR 2016.
+        Sutton and Barto, "Reinforcement Learning: An Introduction", 2nd ed., 2018, ch. 7 (n-step returns).
+        Hessel et al., "Rainbow: Combining Improvements in Deep Reinforcement Learning", AAAI 2018.
     """
 
     _saved_state = ("epsilon", "_steps_since_train", "_steps_since_target")
     _NETWORKS = ("dense", "conv")  # the values of ``network`` this class builds
-    _attribute_names = {"loss": "loss_name"}  # keras.Model has a ``loss`` of its own
+    _attribute_names = {"loss": "loss_name"}
+    # The n-step windows and the FIFO of sampled rows: host data Keras must not track.
+    _host_attributes = Agent._host_attributes | {"_nstep", "_sampled"}  # keras.Model has a ``loss`` of its own
     # ``network`` is checked before Keras's constructor (see __init__), so it has no rule here.
     hyperparameter_rules = {
         "hidden_sizes": ALL_POSITIVE,
@@ -110,6 +127,10 @@ class DQNAgent(Agent):
         "target_update_every": POSITIVE,
         "tau": between(0, 1, open_low=True),
         "max_grad_norm": POSITIVE,
+        "n_step": POSITIVE,
+        "priority_alpha": NON_NEGATIVE,
+        "priority_beta": between(0, 1),
+        "priority_eps": POSITIVE,
         **EPSILON_RULES,
     }
 
@@ -139,6 +160,11 @@ class DQNAgent(Agent):
         exploration_fraction: float = 0.1,
         epsilon_schedule: str = "linear",
         max_grad_norm: float | None = None,
+        n_step: int = 1,
+        prioritized: bool = False,
+        priority_alpha: float = 0.6,
+        priority_beta: float = 0.4,
+        priority_eps: float = 1e-6,
         seed: int | None = None,
         **kwargs,
     ):
@@ -160,6 +186,11 @@ class DQNAgent(Agent):
             raise ValueError(f"{type(self).__name__}: network='conv' needs HxWxC observations, got shape {obs_shape}.")
         if replay == "frames" and len(obs_shape) != 3:
             raise ValueError(f"replay='frames' needs HxWxC stacked-frame observations, got shape {obs_shape}.")
+        if self.n_step > 1 and self._use_frame_replay():
+            raise ValueError(
+                f"{type(self).__name__}: n_step > 1 needs replay='uniform'; frame replay does not store n-step "
+                "transitions yet."
+            )
         self.n_actions = int(self.action_space.n)
 
         inputs, output_shape = self._q_network_signature()
@@ -177,6 +208,9 @@ class DQNAgent(Agent):
         self._epsilon_fn = None
         self._steps_since_train = 0  # env steps since the last round of updates
         self._steps_since_target = 0
+        self._nstep = None  # an NStepAccumulator while fitting with n_step > 1
+        # Tree rows of each update's batch, oldest first, until its TD errors come back (fit only).
+        self._sampled = deque()
         self.built = True
 
     def _q_network_signature(self):
@@ -203,17 +237,18 @@ class DQNAgent(Agent):
     def act_graph(self, obs):
         return ops.argmax(self.q_network(obs), axis=-1)
 
-    def td_target(self, reward, next_obs, terminated):
+    def td_target(self, reward, next_obs, terminated, discount=None):
         """The Bellman target ``y`` of a batch of transitions, without gradient."""
         q_next_online = self.q_network(next_obs) if self.double else None
-        return self._bellman_target(reward, terminated, self.target_network(next_obs), q_next_online)
+        return self._bellman_target(reward, terminated, self.target_network(next_obs), q_next_online, discount)
 
-    def _bellman_target(self, reward, terminated, q_next_target, q_next_online=None):
+    def _bellman_target(self, reward, terminated, q_next_target, q_next_online=None, discount=None):
         """``y = r + gamma * (1 - terminated) * Q_target(s', a')``, without gradient.
 
         ``a' = argmax Q_target(s', .)`` (DQN), or ``argmax Q_online(s', .)`` from
         ``q_next_online`` (Double DQN). ``q_next_*`` are ``(..., n_actions)`` Q-values
         of the next observations, so one item or a whole sequence of them alike.
+        ``discount`` (per item, ``gamma^m`` of an n-step transition) replaces ``gamma`` when given.
         """
         if self.double:
             # The online network picks a', the target network values it: choosing and
@@ -222,27 +257,36 @@ class DQNAgent(Agent):
         else:
             q_next = ops.max(q_next_target, axis=-1)
         # Only termination cuts the bootstrap: a truncated step still values s'.
-        y = ops.cast(reward, "float32") + self.gamma * (1.0 - ops.cast(terminated, "float32")) * q_next
+        gamma = self.gamma if discount is None else ops.cast(discount, "float32")
+        y = ops.cast(reward, "float32") + gamma * (1.0 - ops.cast(terminated, "float32")) * q_next
         return ops.stop_gradient(y)
 
     def compute_rl_loss(self, batch):
         action = ops.cast(batch["action"], "int32")
-        y = self.td_target(batch["reward"], batch["next_obs"], batch["terminated"])
+        y = self.td_target(batch["reward"], batch["next_obs"], batch["terminated"], batch.get("discount"))
         q = self.q_network(batch["obs"], training=True)
         q_taken = self._pick(q, action)
-        return self._error_loss(q_taken - y), {"q_mean": ops.mean(q_taken)}
+        if not self.prioritized:
+            return self._error_loss(q_taken - y), {"q_mean": ops.mean(q_taken)}
+        # Prioritized replay: loss = mean_i w_i * l(q_i - y_i), the importance weights w_i undoing
+        # the bias of drawing by priority; |q_i - y_i| goes back to the host as the new priorities.
+        error = q_taken - y
+        loss = self._error_loss(error, weight=ops.cast(batch["weight"], "float32"))
+        return loss, {"q_mean": ops.mean(q_taken), "td_error": ops.stop_gradient(ops.abs(error))}
 
     def _pick(self, q, action):
         """``q[..., action]``: a one-hot product, which compiles to fewer and
         cheaper kernels (forward and gradient) than a gather."""
         return ops.sum(q * ops.one_hot(action, self.n_actions, dtype=q.dtype), axis=-1)
 
-    def _error_loss(self, error, mask=None):
+    def _error_loss(self, error, mask=None, weight=None):
         if self.loss_name == "huber":
             abs_error = ops.abs(error)
             per_item = ops.where(abs_error < 1.0, 0.5 * ops.square(error), abs_error - 0.5)
         else:
             per_item = ops.square(error)
+        if weight is not None:
+            per_item = weight * per_item
         return ops.mean(per_item) if mask is None else masked_mean(per_item, mask)
 
     def update_targets(self, tau: float):
@@ -251,6 +295,8 @@ class DQNAgent(Agent):
     # -- host side (NumPy) ----------------------------------------------------------
     def _on_fit_begin(self, num_envs, steps):
         obs_space = self.observation_space
+        prioritized = {"priority_alpha": self.priority_alpha, "priority_eps": self.priority_eps}
+        prioritized = prioritized if self.prioritized else {}
         if self.buffer is None and self._use_frame_replay():
             self.buffer = FrameReplayBuffer(
                 self.buffer_size,
@@ -259,22 +305,27 @@ class DQNAgent(Agent):
                 seed=self.seed,
                 num_envs=num_envs,
                 dtype=obs_space.dtype,
+                **prioritized,
             )
         if self.buffer is None:
-            self.buffer = ReplayBuffer(
-                self.buffer_size,
-                {
-                    "obs": (obs_space.shape, obs_space.dtype),
-                    "action": ((), np.int32),
-                    "reward": ((), np.float32),
-                    "next_obs": (obs_space.shape, obs_space.dtype),
-                    "terminated": ((), np.float32),
-                },
-                seed=self.seed,
-            )
+            fields = {
+                "obs": (obs_space.shape, obs_space.dtype),
+                "action": ((), np.int32),
+                "reward": ((), np.float32),
+                "next_obs": (obs_space.shape, obs_space.dtype),
+                "terminated": ((), np.float32),
+            }
+            if self.n_step > 1:
+                fields["discount"] = ((), np.float32)  # gamma^m of each n-step transition
+            self.buffer = ReplayBuffer(self.buffer_size, fields, seed=self.seed, **prioritized)
+        # Each fit resets its envs: open n-step windows and unreported sampled rows belong to no one now.
+        self._nstep = NStepAccumulator(self.n_step, self.gamma, num_envs) if self.n_step > 1 else None
+        self._sampled.clear()
         # Where the runtime keeps a copy of the ring on its device (JAX, TensorFlow), an update
-        # takes only sampled rows, and gathers the batch inside its compiled call.
-        self._device_replay = type(self.buffer) is ReplayBuffer and self.runtime.attach_replay(self.buffer)
+        # takes only sampled rows, and gathers the batch inside its compiled call. Prioritized and
+        # n-step replay sample on the host.
+        host = self.prioritized or self.n_step > 1
+        self._device_replay = type(self.buffer) is ReplayBuffer and not host and self.runtime.attach_replay(self.buffer)
         # Epsilon anneals over the first exploration_fraction of the run's horizon.
         self._epsilon_fn = schedules.make_schedule(
             self.epsilon_schedule,
@@ -302,7 +353,12 @@ class DQNAgent(Agent):
         return self.replay == "frames"
 
     def _observe(self, obs, action, reward, next_obs, terminated, truncated, valid):
-        if isinstance(self.buffer, FrameReplayBuffer):
+        if self._nstep is not None:
+            # One-step transitions in, the n-step transitions they complete out.
+            done = self._nstep.add(obs, action, reward, next_obs, terminated, truncated, valid)
+            if done is not None:
+                self.buffer.add(**done)
+        elif isinstance(self.buffer, FrameReplayBuffer):
             # Frame replay tracks episodes per env slot: it takes the whole batch and the mask.
             self.buffer.add(obs, action, reward, next_obs, terminated, truncated, valid=valid)
         elif valid.all():
@@ -325,7 +381,7 @@ class DQNAgent(Agent):
             self._steps_since_train -= self.train_freq
             if self.gradient_steps > 1 and not self._device_replay:
                 # The round's batches drawn at once, its updates run as one compiled call.
-                batches = self.buffer.sample(self.gradient_steps * self.batch_size)
+                batches = self._host_batch(self.gradient_steps * self.batch_size, self.gradient_steps)
                 yield from self._train_round(
                     {k: v.reshape(self.gradient_steps, self.batch_size, *v.shape[1:]) for k, v in batches.items()}
                 )
@@ -339,7 +395,26 @@ class DQNAgent(Agent):
     def _sample(self) -> dict:
         if self._device_replay:
             return {"index": self.buffer.sample_index(self.batch_size)}
-        return self.buffer.sample(self.batch_size)
+        return self._host_batch(self.batch_size, 1)
+
+    def _host_batch(self, size: int, updates: int) -> dict:
+        """``size`` transitions for ``updates`` updates in a row; prioritized: their tree rows queued per update.
+
+        Called only from ``_train`` (inside ``fit``), so every queued entry gets its report back.
+        """
+        if not self.prioritized:
+            return self.buffer.sample(size)
+        # beta anneals linearly from priority_beta to 1 over the run's horizon.
+        progress = min(1.0, self.env_steps / max(self.total_steps or 1, 1))
+        batch = self.buffer.sample(size, beta=self.priority_beta + (1.0 - self.priority_beta) * progress)
+        self._sampled.extend(np.split(batch.pop("tree_index"), updates))
+        return batch
+
+    def _on_update_reported(self, metrics: dict) -> dict:
+        # Reports come in update order, maybe one update late (a fused runtime): the oldest rows are theirs.
+        if self.prioritized and "td_error" in metrics and self._sampled:
+            self.buffer.sampler.update(self._sampled.popleft(), metrics["td_error"])
+        return super()._on_update_reported(metrics)
 
     def _log_values(self):
         return {

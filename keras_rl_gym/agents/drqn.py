@@ -88,6 +88,8 @@ class DRQNAgent(DQNAgent):
         # which reads these: they are set first (plain values, which Keras does not track),
         # and checked and recorded with DQN's arguments (_set_hyperparameters).
         self.lstm_size, self.sequence_length = lstm_size, sequence_length
+        if kwargs.get("n_step", 1) != 1 or kwargs.get("prioritized", False):
+            raise ValueError("DRQNAgent replays whole sequences: n_step must be 1 and prioritized False.")
         super().__init__(observation_space, action_space, network=network, **kwargs)
 
     def _set_hyperparameters(self, values=None, **more):
