@@ -109,9 +109,9 @@ class DQNAgent(Agent):
 
     _saved_state = ("epsilon", "_steps_since_train", "_steps_since_target")
     _NETWORKS = ("dense", "conv")  # the values of ``network`` this class builds
-    _attribute_names = {"loss": "loss_name"}
+    _attribute_names = {"loss": "loss_name"}  # keras.Model has a ``loss`` of its own
     # The n-step windows and the FIFO of sampled rows: host data Keras must not track.
-    _host_attributes = Agent._host_attributes | {"_nstep", "_sampled"}  # keras.Model has a ``loss`` of its own
+    _host_attributes = Agent._host_attributes | {"_nstep", "_sampled"}
     # ``network`` is checked before Keras's constructor (see __init__), so it has no rule here.
     hyperparameter_rules = {
         "hidden_sizes": ALL_POSITIVE,
