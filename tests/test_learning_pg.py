@@ -46,16 +46,12 @@ def test_reinforce_with_baseline_beats_random():
 
 @pytest.mark.learning
 def test_a2c_beats_random():
+    # The defaults (RL Zoo's n_steps=5, lr=7e-4): over seeds 0-13 on JAX they scored
+    # 115-500 here, and 136-456 over seeds 0-2 on TF and torch. An earlier tuned
+    # config (n_steps=8, lr=2e-3, normalized advantages) collapsed to 12-60 in 4 of 6
+    # seeds on a fresh install (Gymnasium 1.4.0), where it had passed seed 0 before.
     envs = gym.make_vec("CartPole-v1", num_envs=8)
-    agent = ActorCriticAgent(
-        envs.single_observation_space,
-        envs.single_action_space,
-        n_steps=8,
-        learning_rate=2e-3,
-        value_learning_rate=5e-3,
-        normalize_advantage=True,
-        seed=0,
-    )
+    agent = ActorCriticAgent(envs.single_observation_space, envs.single_action_space, seed=0)
     agent.fit(envs, steps=30_000, verbose=0)
     result = _greedy_return(agent)
     print(f"A2C CartPole-v1 after 30k steps: mean return {result:.1f}")
