@@ -21,3 +21,14 @@ def _isolate(tmp_path, monkeypatch):
 @pytest.fixture
 def backend():
     return keras.backend.backend()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Learning tests first (a stable sort keeps the rest in file order).
+
+    They take 10-120 s each and the rest mostly under 2 s: pytest-xdist hands out the
+    first quarter of the queue round-robin and the rest on demand, so starting the long
+    ones first lets the short ones fill in behind them instead of leaving one worker
+    alone with a two-minute test at the end.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("learning") is None)

@@ -17,6 +17,7 @@ import mlflow
 import pytest
 from probe_envs import CounterEnv
 
+from keras_rl_gym import DQNAgent  # noqa: F401  (registers the class keras.saving.load_model looks up)
 from keras_rl_gym.cli import main
 
 FAILING_ENV = "keras-rl-gym-tests/FailingCounter-v0"
@@ -99,7 +100,9 @@ def test_signal_stops_training_saves_the_agent_and_kills_the_run(tmp_path, signu
     if save:
         command += ["--save", str(agent_path)]
     with open(tmp_path / "stdout", "w") as stdout, open(tmp_path / "stderr", "w") as stderr:
-        proc = subprocess.Popen(command, cwd=tmp_path, stdout=stdout, stderr=stderr, start_new_session=True)
+        # A 200k-step run would torch.compile first (~20 s); the signal path is the same eager.
+        env = dict(os.environ, KERAS_RL_GYM_TORCH_COMPILE="0")
+        proc = subprocess.Popen(command, cwd=tmp_path, stdout=stdout, stderr=stderr, start_new_session=True, env=env)
     try:
         # Wait for the second interval with a loss: training runs, and its steps/s (the first interval's
         # includes compiling) says when the next interval is half done.

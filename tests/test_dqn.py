@@ -2,8 +2,6 @@
 
 import math
 import os
-import subprocess
-import sys
 
 import gymnasium as gym
 import keras
@@ -382,29 +380,6 @@ def test_save_and_load_model_gives_same_actions_and_keeps_training(tmp_path):
         keras.ops.convert_to_numpy(agent.optimizer.iterations)
     )
     loaded.fit(env, steps=50, verbose=0)
-
-
-SAVE_SCRIPT = """
-import sys, numpy as np, gymnasium as gym
-from keras_rl_gym import DQNAgent
-env = gym.make("CartPole-v1")
-agent = DQNAgent(env.observation_space, env.action_space, dueling=True, hidden_sizes=(16, 16), seed=4)
-agent.fit(env, steps=150, verbose=0)
-agent.save(sys.argv[1])
-obs = np.random.default_rng(1).normal(size=(64, 4)).astype("float32")
-np.savez(sys.argv[2], obs=obs, actions=agent.act(obs))
-"""
-
-
-def test_agent_saved_on_another_backend_loads_with_same_actions(tmp_path, backend):
-    other = {"jax": "torch", "torch": "tensorflow", "tensorflow": "jax"}[backend]
-    script = tmp_path / "save.py"
-    script.write_text(SAVE_SCRIPT)
-    env = dict(os.environ, KERAS_BACKEND=other)
-    subprocess.run([sys.executable, str(script), "agent.keras", "ref.npz"], check=True, env=env, cwd=tmp_path)
-    agent = keras.saving.load_model(tmp_path / "agent.keras")
-    ref = np.load(tmp_path / "ref.npz")
-    np.testing.assert_array_equal(agent.act(ref["obs"]), ref["actions"])
 
 
 def test_conv_q_network_on_uint8_frames():
