@@ -11,8 +11,7 @@ from keras.optimizers.schedules import LearningRateSchedule
 
 from keras_rl_gym import networks
 from keras_rl_gym.agents import off_policy
-from keras_rl_gym.agents.base import ALL_POSITIVE, NON_NEGATIVE, POSITIVE, POSITIVE_RATE, Agent, between, one_of
-from keras_rl_gym.agents.off_policy import NOISE_TYPES
+from keras_rl_gym.agents.base import Agent
 
 
 @keras.saving.register_keras_serializable(package="keras_rl_gym")
@@ -88,24 +87,7 @@ class DDPGAgent(Agent):
 
     _saved_state = ("current_noise_std", "_steps_since_train")
 
-    hyperparameter_rules = {
-        "actor_hidden_sizes": ALL_POSITIVE,
-        "critic_hidden_sizes": ALL_POSITIVE,
-        "actor_learning_rate": POSITIVE_RATE,
-        "critic_learning_rate": POSITIVE_RATE,
-        "buffer_size": POSITIVE,
-        "batch_size": POSITIVE,
-        "learning_starts": NON_NEGATIVE,
-        "train_freq": POSITIVE,
-        "gradient_steps": POSITIVE,
-        "tau": between(0, 1, open_low=True),
-        "noise_type": one_of(*NOISE_TYPES),
-        "noise_std": NON_NEGATIVE,
-        "noise_std_final": NON_NEGATIVE,
-        "exploration_fraction": between(0, 1),
-        "ou_theta": between(0, 1, open_low=True),
-        "max_grad_norm": POSITIVE,
-    }
+    hyperparameter_rules = {**off_policy.RULES, **off_policy.NOISE_RULES}
 
     def __init__(
         self,
@@ -138,23 +120,8 @@ class DDPGAgent(Agent):
         self._set_hyperparameters(locals())
         off_policy.check_spaces(self)
 
-        obs_shape = self.observation_space.shape
-        obs_dtype = str(self.observation_space.dtype)
-        obs = (obs_shape, obs_dtype)
-        self.actor = self._network(
-            "actor_network",
-            "mlp" if actor_network is None else actor_network,
-            lambda: networks.mlp(
-                obs_shape,
-                self.actor_hidden_sizes,
-                self.action_dim,
-                output_activation="tanh",
-                obs_dtype=obs_dtype,
-                name="actor",
-            ),
-            inputs=[obs],
-            output_shape=(self.action_dim,),
-        )
+        obs_shape, obs_dtype = obs = off_policy.observation_signature(self)
+        self.actor = off_policy.deterministic_actor(self, actor_network)
         self.critic = self._network(
             "critic_network",
             "mlp" if critic_network is None else critic_network,

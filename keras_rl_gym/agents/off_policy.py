@@ -11,11 +11,13 @@ their methods (``_observe = off_policy.observe``) rather than inherit them:
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 from gymnasium import spaces
 from keras import ops
 
-from keras_rl_gym import schedules
+from keras_rl_gym import networks, schedules
+from keras_rl_gym.agents.base import ALL_POSITIVE, NON_NEGATIVE, POSITIVE, POSITIVE_RATE, between, one_of
 from keras_rl_gym.buffers import ReplayBuffer
 from keras_rl_gym.spaces import require
 
@@ -64,6 +66,75 @@ def frozen_call(model, inputs):
     state = [v.value for v in model.non_trainable_variables]
     out, _ = model.stateless_call(frozen, state, inputs)
     return out
+
+
+# -- hyperparameters and networks all three agents share ---------------------------------------
+# Networks, rates, replay and target updates; each agent adds its own rules to these.
+RULES = {
+    "actor_hidden_sizes": ALL_POSITIVE,
+    "critic_hidden_sizes": ALL_POSITIVE,
+    "actor_learning_rate": POSITIVE_RATE,
+    "critic_learning_rate": POSITIVE_RATE,
+    "buffer_size": POSITIVE,
+    "batch_size": POSITIVE,
+    "learning_starts": NON_NEGATIVE,
+    "train_freq": POSITIVE,
+    "gradient_steps": POSITIVE,
+    "tau": between(0, 1, open_low=True),
+    "max_grad_norm": POSITIVE,
+}
+
+
+# The exploration-noise rules of the deterministic actors (DDPG and TD3).
+NOISE_RULES = {
+    "noise_type": one_of(*NOISE_TYPES),
+    "noise_std": NON_NEGATIVE,
+    "noise_std_final": NON_NEGATIVE,
+    "exploration_fraction": between(0, 1),
+    "ou_theta": between(0, 1, open_low=True),
+}
+
+
+def observation_signature(agent):
+    """``(shape, dtype)`` of one observation, as ``agent._network`` declares its inputs."""
+    return agent.observation_space.shape, str(agent.observation_space.dtype)
+
+
+def deterministic_actor(agent, actor_network):
+    """``mu(s) -> (batch, dim(A))`` in ``[-1, 1]``: the default tanh MLP, or the user's network."""
+    obs_shape, obs_dtype = obs = observation_signature(agent)
+    return agent._network(
+        "actor_network",
+        "mlp" if actor_network is None else actor_network,
+        lambda: networks.mlp(
+            obs_shape,
+            agent.actor_hidden_sizes,
+            agent.action_dim,
+            output_activation="tanh",
+            obs_dtype=obs_dtype,
+            name="actor",
+        ),
+        inputs=[obs],
+        output_shape=(agent.action_dim,),
+    )
+
+
+def twin_critics(agent, critic_network):
+    """Two critics ``Q(s, a) -> (batch, 1)``: the default MLPs, or the user's and a clone with fresh weights."""
+    action = ((agent.action_dim,), "float32")
+    obs_shape, obs_dtype = obs = observation_signature(agent)
+
+    def default(name):
+        return lambda: networks.state_action_value(
+            obs_shape, agent.action_dim, agent.critic_hidden_sizes, obs_dtype=obs_dtype, name=name
+        )
+
+    if critic_network is None:
+        return default("critic1")(), default("critic2")()
+    first = agent._network("critic_network", critic_network, None, inputs=[obs, action], output_shape=(1,))
+    second = keras.models.clone_model(first)
+    second.name = f"{first.name}_twin"
+    return first, second
 
 
 # -- host side (NumPy); each takes the agent as ``self`` --------------------------------------

@@ -13,8 +13,7 @@ from keras.optimizers.schedules import LearningRateSchedule
 
 from keras_rl_gym import distributions, networks
 from keras_rl_gym.agents import off_policy
-from keras_rl_gym.agents.base import ALL_POSITIVE, NON_NEGATIVE, POSITIVE, POSITIVE_RATE, Agent, between
-from keras_rl_gym.agents.td3 import twin_critics
+from keras_rl_gym.agents.base import POSITIVE, POSITIVE_RATE, Agent
 
 # The policy's log standard deviation is clipped to this range (as SB3 and CleanRL do).
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
@@ -92,21 +91,11 @@ class SACAgent(Agent):
     _saved_state = ("_steps_since_train",)
 
     hyperparameter_rules = {
-        "actor_hidden_sizes": ALL_POSITIVE,
-        "critic_hidden_sizes": ALL_POSITIVE,
-        "actor_learning_rate": POSITIVE_RATE,
-        "critic_learning_rate": POSITIVE_RATE,
+        **off_policy.RULES,
         "alpha": AUTO_OR_POSITIVE,
         "initial_alpha": POSITIVE,
         "alpha_learning_rate": POSITIVE_RATE,
         "target_entropy": AUTO_OR_NUMBER,
-        "buffer_size": POSITIVE,
-        "batch_size": POSITIVE,
-        "learning_starts": NON_NEGATIVE,
-        "train_freq": POSITIVE,
-        "gradient_steps": POSITIVE,
-        "tau": between(0, 1, open_low=True),
-        "max_grad_norm": POSITIVE,
     }
 
     def __init__(
@@ -138,9 +127,7 @@ class SACAgent(Agent):
         super().__init__(observation_space, action_space, gamma=gamma, seed=seed, **kwargs)
         self._set_hyperparameters(locals())
         off_policy.check_spaces(self)
-        obs_shape = self.observation_space.shape
-        obs_dtype = str(self.observation_space.dtype)
-        obs = (obs_shape, obs_dtype)
+        obs_shape, obs_dtype = obs = off_policy.observation_signature(self)
         n = self.action_dim
         self.actor = self._network(
             "actor_network",
@@ -149,7 +136,7 @@ class SACAgent(Agent):
             inputs=[obs],
             output_shape=(2 * n,),
         )
-        self.critic1, self.critic2 = twin_critics(self, critic_network, obs)
+        self.critic1, self.critic2 = off_policy.twin_critics(self, critic_network)
         # Built before the first compiled step, with the online weights.
         self.target_critic1 = networks.target_copy(self.critic1, "critic1_target")
         self.target_critic2 = networks.target_copy(self.critic2, "critic2_target")

@@ -11,8 +11,7 @@ from keras.optimizers.schedules import LearningRateSchedule
 
 from keras_rl_gym import networks
 from keras_rl_gym.agents import off_policy
-from keras_rl_gym.agents.base import ALL_POSITIVE, NON_NEGATIVE, POSITIVE, POSITIVE_RATE, Agent, between, one_of
-from keras_rl_gym.agents.off_policy import NOISE_TYPES
+from keras_rl_gym.agents.base import NON_NEGATIVE, POSITIVE, Agent
 
 
 @keras.saving.register_keras_serializable(package="keras_rl_gym")
@@ -84,25 +83,11 @@ class TD3Agent(Agent):
     _saved_state = ("current_noise_std", "_steps_since_train")
 
     hyperparameter_rules = {
-        "actor_hidden_sizes": ALL_POSITIVE,
-        "critic_hidden_sizes": ALL_POSITIVE,
-        "actor_learning_rate": POSITIVE_RATE,
-        "critic_learning_rate": POSITIVE_RATE,
-        "buffer_size": POSITIVE,
-        "batch_size": POSITIVE,
-        "learning_starts": NON_NEGATIVE,
-        "train_freq": POSITIVE,
-        "gradient_steps": POSITIVE,
-        "tau": between(0, 1, open_low=True),
+        **off_policy.RULES,
         "policy_delay": POSITIVE,
         "target_policy_noise": NON_NEGATIVE,
         "target_noise_clip": NON_NEGATIVE,
-        "noise_type": one_of(*NOISE_TYPES),
-        "noise_std": NON_NEGATIVE,
-        "noise_std_final": NON_NEGATIVE,
-        "exploration_fraction": between(0, 1),
-        "ou_theta": between(0, 1, open_low=True),
-        "max_grad_norm": POSITIVE,
+        **off_policy.NOISE_RULES,
     }
 
     def __init__(
@@ -138,24 +123,8 @@ class TD3Agent(Agent):
         super().__init__(observation_space, action_space, gamma=gamma, seed=seed, **kwargs)
         self._set_hyperparameters(locals())
         off_policy.check_spaces(self)
-        obs_shape = self.observation_space.shape
-        obs_dtype = str(self.observation_space.dtype)
-        obs = (obs_shape, obs_dtype)
-        self.actor = self._network(
-            "actor_network",
-            "mlp" if actor_network is None else actor_network,
-            lambda: networks.mlp(
-                obs_shape,
-                self.actor_hidden_sizes,
-                self.action_dim,
-                output_activation="tanh",
-                obs_dtype=obs_dtype,
-                name="actor",
-            ),
-            inputs=[obs],
-            output_shape=(self.action_dim,),
-        )
-        self.critic1, self.critic2 = twin_critics(self, critic_network, obs)
+        self.actor = off_policy.deterministic_actor(self, actor_network)
+        self.critic1, self.critic2 = off_policy.twin_critics(self, critic_network)
         # Built before the first compiled step, with the online weights.
         self.target_actor = networks.target_copy(self.actor, "actor_target")
         self.target_critic1 = networks.target_copy(self.critic1, "critic1_target")
@@ -264,21 +233,3 @@ class TD3Agent(Agent):
 
     def _log_values(self):
         return {"noise_std": float(self.current_noise_std)}
-
-
-def twin_critics(agent, critic_network, obs):
-    """Two critics ``Q(s, a) -> (batch, 1)``: the default MLPs, or the user's and a clone with fresh weights."""
-    action = ((agent.action_dim,), "float32")
-    obs_shape, obs_dtype = obs
-
-    def default(name):
-        return lambda: networks.state_action_value(
-            obs_shape, agent.action_dim, agent.critic_hidden_sizes, obs_dtype=obs_dtype, name=name
-        )
-
-    if critic_network is None:
-        return default("critic1")(), default("critic2")()
-    first = agent._network("critic_network", critic_network, None, inputs=[obs, action], output_shape=(1,))
-    second = keras.models.clone_model(first)
-    second.name = f"{first.name}_twin"
-    return first, second
