@@ -2,6 +2,7 @@
 
 ``tests/test_td3.py`` and ``tests/test_sac.py`` run them for seed 0 (marker ``learning``).
 A random policy scores about -1200 per episode; one that swings up and holds, -150 to -200.
+``save_load_round_trip`` is the save/load check DDPG, TD3 and SAC share.
 """
 
 from __future__ import annotations
@@ -31,3 +32,22 @@ def train_and_evaluate(name: str, seed: int = 0) -> dict:
     agent = cls(env.observation_space, env.action_space, seed=seed, **AGENTS[name])
     agent.fit(env, steps=STEPS[name], verbose=0)
     return agent.evaluate(gym.make(ENV_ID), episodes=EVAL_EPISODES, seed=1_000 + seed)
+
+
+def save_load_round_trip(agent, path, optimizers=("actor_optimizer", "critic_optimizer")):
+    """Saves ``agent`` to ``path`` and loads it back: checks the class, config, actions,
+    weights and each optimizer's step count, and returns the loaded agent."""
+    import keras
+    import numpy as np
+
+    agent.save(path)
+    loaded = keras.saving.load_model(path)
+    assert type(loaded) is type(agent) and loaded.get_config() == agent.get_config()
+    obs = np.random.default_rng(0).normal(size=(32,) + agent.observation_space.shape).astype("float32")
+    np.testing.assert_array_equal(loaded.act(obs), agent.act(obs))
+    for a, b in zip(loaded.get_weights(), agent.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    for name in optimizers:
+        steps = [int(keras.ops.convert_to_numpy(getattr(x, name).iterations)) for x in (loaded, agent)]
+        assert steps[0] == steps[1] > 0, (name, steps)
+    return loaded

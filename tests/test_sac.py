@@ -5,7 +5,6 @@ import math
 import time
 
 import gymnasium as gym
-import keras
 import numpy as np
 import offpolicy_pendulum_setup as pendulum
 import pytest
@@ -150,18 +149,10 @@ def test_fit_logs_alpha_and_save_load_round_trip(tmp_path):
     )  # fmt: skip
     history = agent.fit(env, steps=60, verbose=0).history
     assert history["alpha"][-1] != pytest.approx(1.0) and agent.updates == 41
-    path = str(tmp_path / "sac.keras")
-    agent.save(path)
-    loaded = keras.saving.load_model(path)
-    assert isinstance(loaded, SACAgent) and loaded.get_config() == agent.get_config()
-    obs = np.random.default_rng(0).normal(size=(32, 3)).astype("float32")
-    np.testing.assert_array_equal(loaded.act(obs), agent.act(obs))
-    assert np.all(np.abs(agent.act(obs)) <= 2.0)
-    for a, b in zip(loaded.get_weights(), agent.get_weights()):
-        np.testing.assert_array_equal(a, b)
+    optimizers = ("actor_optimizer", "critic_optimizer", "alpha_optimizer")
+    loaded = pendulum.save_load_round_trip(agent, str(tmp_path / "sac.keras"), optimizers)
+    assert np.all(np.abs(agent.act(np.zeros((4, 3), np.float32))) <= 2.0)
     assert float(to_np(loaded.log_alpha)) == float(to_np(agent.log_alpha))
-    for opt in ("actor_optimizer", "critic_optimizer", "alpha_optimizer"):
-        assert int(to_np(getattr(loaded, opt).iterations)) == int(to_np(getattr(agent, opt).iterations)) == 41
     loaded.fit(env, steps=20, verbose=0)
 
 
