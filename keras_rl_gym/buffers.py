@@ -163,8 +163,8 @@ class ReplayBuffer(_Saveable):
         """``batch_size`` transitions drawn uniformly with replacement.
 
         With a prioritized sampler they are drawn by priority instead, and the batch also
-        holds ``"weight"`` (importance weights with exponent ``beta``) and ``"tree_index"`` (the
-        rows drawn, for the sampler's ``update``).
+        holds ``"weight"`` (importance weights with exponent ``beta``), ``"tree_index"`` (the
+        rows drawn) and ``"tree_writes"`` (their write counts), for the sampler's ``update``.
         """
         if self.sampler is None:
             index = self.sample_index(batch_size)
@@ -173,7 +173,7 @@ class ReplayBuffer(_Saveable):
             raise ValueError("Cannot sample from an empty replay buffer.")
         index, weight = self.sampler.sample(batch_size, self.rng, beta)
         batch = {name: array.take(index, axis=0) for name, array in self.data.items()}
-        return dict(batch, weight=weight, tree_index=index)
+        return dict(batch, weight=weight, tree_index=index, tree_writes=self.sampler.writes[index])
 
     def sample_index(self, batch_size: int) -> np.ndarray:
         """Ring rows of ``batch_size`` transitions drawn uniformly with replacement (what ``sample`` gathers).
@@ -277,6 +277,8 @@ class PrioritizedSampler:
     Row ``i`` is drawn with ``P(i) = p_i^alpha / sum_k p_k^alpha``; a new row gets the largest
     priority seen so far, and ``update`` sets ``p_i = |td_i| + eps``. Each draw carries the
     importance weight ``w_i = (N P(i))^-beta / max_j w_j = (min_j p_j^alpha / p_i^alpha)^beta``.
+    ``writes[i]`` counts the times row ``i`` was written: a TD error reported for a row that
+    was overwritten since it was drawn belongs to the old transition and is dropped.
 
     Args:
         capacity: rows of the buffer.
@@ -294,7 +296,7 @@ class PrioritizedSampler:
         Schaul, Quan, Antonoglou and Silver, "Prioritized Experience Replay", ICLR 2016.
     """
 
-    _STATE = ("tree", "max_priority")
+    _STATE = ("tree", "max_priority", "writes")
 
     def __init__(self, capacity: int, alpha: float = 0.6, eps: float = 1e-6):
         if alpha < 0:
@@ -304,18 +306,28 @@ class PrioritizedSampler:
         self.alpha, self.eps = float(alpha), float(eps)
         self.tree = SumTree(capacity)
         self.max_priority = 1.0
+        self.writes = np.zeros(capacity, np.int64)
 
     def add(self, rows) -> None:
         """New rows start at the largest priority seen, so each is replayed soon at least once."""
         rows = np.asarray(rows, np.int64)
         self.tree.update(rows, np.full(rows.shape, self.max_priority**self.alpha))
+        np.add.at(self.writes, rows, 1)
 
-    def update(self, rows, td_error) -> None:
-        """Priorities ``|td_error| + eps`` for ``rows`` (a row drawn twice keeps its last value)."""
+    def update(self, rows, td_error, writes=None) -> None:
+        """Priorities ``|td_error| + eps`` for ``rows`` (a row drawn twice keeps its last value).
+
+        ``writes``: ``self.writes[rows]`` as it was when the rows were drawn; rows written
+        again since then keep the new transition's priority.
+        """
         priority = np.abs(np.asarray(td_error, np.float64)).reshape(-1) + self.eps
         if not np.all(np.isfinite(priority)):
             raise ValueError("TD errors for priorities must be finite.")
-        self.tree.update(np.asarray(rows, np.int64).reshape(-1), priority**self.alpha)
+        rows = np.asarray(rows, np.int64).reshape(-1)
+        if writes is not None:
+            same = self.writes[rows] == np.asarray(writes).reshape(-1)
+            rows, priority = rows[same], priority[same]
+        self.tree.update(rows, priority**self.alpha)
         self.max_priority = max(self.max_priority, float(priority.max(initial=0.0)))
 
     def sample(self, n: int, rng, beta: float) -> tuple[np.ndarray, np.ndarray]:
@@ -611,7 +623,7 @@ class FrameReplayBuffer(_Saveable):
         """``batch_size`` transitions drawn uniformly with replacement among those whose frames are kept.
 
         With a prioritized sampler they are drawn by priority instead (still only among those),
-        and the batch also holds ``"weight"`` and ``"tree_index"`` (see ``ReplayBuffer.sample``).
+        and the batch also holds ``"weight"``, ``"tree_index"`` and ``"tree_writes"`` (see ``ReplayBuffer.sample``).
 
         Returns:
             ``{"obs", "next_obs"}``: ``(B, H, W, C)`` frames; ``"action"`` int32,
@@ -648,7 +660,9 @@ class FrameReplayBuffer(_Saveable):
             "terminated": self.terminated[index].astype(np.float32),
         }
         if self.sampler is not None:
-            batch.update(weight=self.sampler.weights(index, beta), tree_index=index)
+            batch.update(
+                weight=self.sampler.weights(index, beta), tree_index=index, tree_writes=self.sampler.writes[index]
+            )
         return batch
 
     def _stacks(self, slots: np.ndarray) -> np.ndarray:

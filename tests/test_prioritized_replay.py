@@ -64,6 +64,23 @@ def test_replay_buffer_prioritized_batch_and_save(tmp_path):
         np.testing.assert_array_equal(a[key], b[key])
 
 
+def test_a_report_for_a_row_overwritten_since_its_draw_is_dropped():
+    # The fused runtimes report TD errors one update late: by then the ring may have
+    # written a new transition over a drawn row, which must keep its new-row priority.
+    buf = ReplayBuffer(4, {"obs": ((1,), "float32")}, seed=0, priority_alpha=1.0)
+    buf.add(obs=np.zeros((4, 1), "float32"))
+    buf.sampler.update(np.arange(4), [1.0, 2.0, 3.0, 4.0])  # the largest priority seen: 4 + eps
+    batch = buf.sample(32, beta=1.0)
+    rows, writes = batch["tree_index"], batch["tree_writes"]
+    assert rows.min() == 0 and writes.tolist() == [1] * 32
+    buf.add(obs=np.ones((1, 1), "float32"))  # overwrites row 0 only, at priority 4 + eps
+    buf.sampler.update(rows, np.full(32, 0.5), writes)
+    leaves = buf.sampler.tree.leaves(np.arange(4))
+    assert leaves[0] == pytest.approx(4.0 + 1e-6)  # the new transition's, not the stale 0.5
+    drawn = np.unique(rows[rows > 0])
+    np.testing.assert_allclose(leaves[drawn], 0.5 + 1e-6)  # the rows still holding their draw
+
+
 def test_frame_replay_prioritized_skips_lost_frames():
     buf = FrameReplayBuffer(6, frame_shape=(2, 2), stack=2, seed=0, frame_capacity=4, priority_alpha=1.0)
     obs = np.zeros((1, 2, 2, 2), np.uint8)

@@ -407,13 +407,15 @@ class DQNAgent(Agent):
         # beta anneals linearly from priority_beta to 1 over the run's horizon.
         progress = min(1.0, self.env_steps / max(self.total_steps or 1, 1))
         batch = self.buffer.sample(size, beta=self.priority_beta + (1.0 - self.priority_beta) * progress)
-        self._sampled.extend(np.split(batch.pop("tree_index"), updates))
+        rows, writes = np.split(batch.pop("tree_index"), updates), np.split(batch.pop("tree_writes"), updates)
+        self._sampled.extend(zip(rows, writes, strict=True))
         return batch
 
     def _on_update_reported(self, metrics: dict) -> dict:
         # Reports come in update order, maybe one update late (a fused runtime): the oldest rows are theirs.
         if self.prioritized and "td_error" in metrics and self._sampled:
-            self.buffer.sampler.update(self._sampled.popleft(), metrics["td_error"])
+            rows, writes = self._sampled.popleft()
+            self.buffer.sampler.update(rows, metrics["td_error"], writes)
         return super()._on_update_reported(metrics)
 
     def _log_values(self):
