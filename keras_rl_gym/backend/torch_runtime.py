@@ -61,7 +61,10 @@ class TorchRuntime(Runtime):
         if wanted and not self.compiled:
             self._act_fn = _compile(self.agent.act_graph)
             self._loss_fn = _compile(self.agent.compute_rl_loss)
-            self._apply_fn = _compile(self._apply)
+            # With a gated group (TD3's delayed actor), the compiled apply never applied the
+            # gated group: a TD3 run of 20k steps left the actor at its initial weights. Until
+            # that is understood, such agents apply their gradients eagerly.
+            self._apply_fn = self._apply if any(self.gates) else _compile(self._apply)
             self.compiled = True
 
     def _fallback(self, error):
