@@ -173,7 +173,7 @@ class ReplayBuffer(_Saveable):
             raise ValueError("Cannot sample from an empty replay buffer.")
         index, weight = self.sampler.sample(batch_size, self.rng, beta)
         batch = {name: array.take(index, axis=0) for name, array in self.data.items()}
-        return dict(batch, weight=weight, tree_index=index, tree_writes=self.sampler.writes[index])
+        return dict(batch, **self.sampler.batch_entries(index, beta, weight))
 
     def sample_index(self, batch_size: int) -> np.ndarray:
         """Ring rows of ``batch_size`` transitions drawn uniformly with replacement (what ``sample`` gathers).
@@ -334,6 +334,12 @@ class PrioritizedSampler:
         """``n`` rows and their importance weights (float32, the largest possible weight being 1)."""
         rows = self.tree.sample(n, rng)
         return rows, self.weights(rows, beta)
+
+    def batch_entries(self, rows, beta: float, weight=None) -> dict:
+        """What a prioritized batch carries besides its transitions: the importance weights, and
+        the rows with their write counts for ``update`` (``weight``: when already computed)."""
+        weight = self.weights(rows, beta) if weight is None else weight
+        return {"weight": weight, "tree_index": rows, "tree_writes": self.writes[rows]}
 
     def weights(self, rows, beta: float) -> np.ndarray:
         # (N P(i))^-beta / max_j (N P(j))^-beta: N and the total cancel, leaving (p_min / p_i)^beta.
@@ -660,9 +666,7 @@ class FrameReplayBuffer(_Saveable):
             "terminated": self.terminated[index].astype(np.float32),
         }
         if self.sampler is not None:
-            batch.update(
-                weight=self.sampler.weights(index, beta), tree_index=index, tree_writes=self.sampler.writes[index]
-            )
+            batch.update(self.sampler.batch_entries(index, beta))
         return batch
 
     def _stacks(self, slots: np.ndarray) -> np.ndarray:
