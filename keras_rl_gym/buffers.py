@@ -436,6 +436,15 @@ class FrameReplayBuffer(_Saveable):
     ``obs`` is not the env's last ``next_obs``, so no stack ever mixes frames
     of two episodes.
 
+    With ``n_step > 1`` each row also holds its n-step return, as
+    ``NStepAccumulator`` computes it: ``sum_{k<m} gamma^k r_k`` over the next
+    ``m <= n`` rows of the same env and episode, the frame slots of the
+    ``next_obs`` ``m`` steps on, whether that step terminated, and
+    ``gamma^m``. A row is written at once (its frames are stored in order)
+    but is sampled only once its window is complete: after ``n`` more steps of
+    its env, or when its episode ends (terminated: no bootstrap; truncated or
+    broken off: bootstrap from the last ``next_obs``).
+
     Frames are overwritten oldest first. A transition whose frames were
     overwritten is never sampled; with ``frame_capacity == capacity`` (the
     default) these are the oldest ``~1 / (episode_length + 1)`` of the
@@ -451,6 +460,8 @@ class FrameReplayBuffer(_Saveable):
             restarts the tracking: every slot then begins a new episode).
         frame_capacity: frames kept (defaults to ``capacity``).
         dtype: frame dtype.
+        n_step: steps per stored return (1: one-step transitions).
+        gamma: discount of the n-step returns.
 
     Example:
         >>> buf = FrameReplayBuffer(1_000, frame_shape=(84, 84), stack=4)
@@ -465,6 +476,8 @@ class FrameReplayBuffer(_Saveable):
     _STATE = ("frames", "frames_written", "obs_slots", "next_slots", "oldest", "action", "reward", "terminated")
     _STATE += ("position", "size", "_last_frames", "_last_obs", "_open")  # and each env's episode so far
     _STATE += ("sampler",)
+    # n-step rows (None with n_step=1) and each env's window of rows still waiting for their return.
+    _STATE += ("nstep_reward", "nstep_next_slots", "nstep_terminated", "discount", "ready", "_window", "_window_len")
 
     def __init__(
         self,
@@ -477,11 +490,16 @@ class FrameReplayBuffer(_Saveable):
         dtype=np.uint8,
         priority_alpha: float | None = None,
         priority_eps: float = 1e-6,
+        n_step: int = 1,
+        gamma: float = 0.99,
     ):
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}.")
         if stack < 1:
             raise ValueError(f"stack must be >= 1, got {stack}.")
+        if n_step < 1:
+            raise ValueError(f"n_step must be >= 1, got {n_step}.")
+        self.n_step, self.gamma = int(n_step), float(gamma)
         self.capacity = int(capacity)
         self.frame_shape = tuple(int(s) for s in frame_shape)
         self.stack = int(stack)
@@ -501,14 +519,46 @@ class FrameReplayBuffer(_Saveable):
         self.size = 0
         self.rng = np.random.default_rng(seed)
         self.sampler = None if priority_alpha is None else PrioritizedSampler(capacity, priority_alpha, priority_eps)
+        self.nstep_reward = self.nstep_next_slots = self.nstep_terminated = self.discount = self.ready = None
+        if self.n_step > 1:
+            self.nstep_reward = np.zeros(self.capacity, dtype=np.float32)
+            self.nstep_next_slots = np.zeros((self.capacity, self.stack), dtype=np.int32)
+            self.nstep_terminated = np.zeros(self.capacity, dtype=np.bool_)
+            self.discount = np.zeros(self.capacity, dtype=np.float32)
+            self.ready = np.zeros(self.capacity, dtype=np.bool_)
+        self._window = self._window_len = None
         self._reset_envs(int(num_envs))
 
     def _reset_envs(self, num_envs: int) -> None:
+        if self._window is not None:
+            # The open windows end here: their rows bootstrap from their last next_obs, as at a truncation.
+            for i in range(self.num_envs):
+                self._flush(i, terminated=False)
         # The last next_obs of each env: its frame numbers, a copy, and whether its episode goes on.
         self.num_envs = num_envs
         self._last_frames = np.zeros((num_envs, self.stack), dtype=np.int64)
         self._last_obs = np.zeros((num_envs, *self.frame_shape, self.stack), dtype=self.frames.dtype)
         self._open = np.zeros(num_envs, dtype=bool)
+        if self.n_step > 1:
+            # Rows of each env's open window, oldest first (at most n_step - 1 between adds).
+            self._window = np.zeros((num_envs, self.n_step), dtype=np.int64)
+            self._window_len = np.zeros(num_envs, dtype=np.int64)
+
+    def _finish(self, i: int, terminated: bool) -> None:
+        """Completes the oldest row of env ``i``'s window: its return over the rows from there to the newest."""
+        rows = self._window[i, : self._window_len[i]]
+        first, last = rows[0], rows[-1]
+        self.nstep_reward[first] = np.sum(self.gamma ** np.arange(len(rows)) * self.reward[rows])
+        self.nstep_next_slots[first] = self.next_slots[last]
+        self.nstep_terminated[first] = terminated
+        self.discount[first] = self.gamma ** len(rows)
+        self.ready[first] = True
+        self._window[i, : len(rows) - 1] = rows[1:]
+        self._window_len[i] -= 1
+
+    def _flush(self, i: int, terminated: bool) -> None:
+        while self._window_len[i]:
+            self._finish(i, terminated)
 
     def _init_args(self) -> dict:
         # The current num_envs (an add of another size changes it), so the per-env arrays have the saved shapes.
@@ -519,6 +569,8 @@ class FrameReplayBuffer(_Saveable):
             "num_envs": self.num_envs,
             "frame_capacity": self.frame_capacity,
             "dtype": self.frames.dtype.str,
+            "n_step": self.n_step,
+            "gamma": self.gamma,
             **_sampler_args(self.sampler),
         }
 
@@ -529,7 +581,8 @@ class FrameReplayBuffer(_Saveable):
     def nbytes(self) -> int:
         """Bytes held by the buffer's arrays."""
         arrays = (self.frames, self.obs_slots, self.next_slots, self.oldest, self.action, self.reward, self.terminated)
-        return int(sum(a.nbytes for a in arrays)) + self._last_obs.nbytes
+        arrays += (self.nstep_reward, self.nstep_next_slots, self.nstep_terminated, self.discount, self.ready)
+        return int(sum(a.nbytes for a in arrays if a is not None)) + self._last_obs.nbytes
 
     def _write(self, frame) -> int:
         """Stores one frame; returns its absolute number."""
@@ -577,6 +630,9 @@ class FrameReplayBuffer(_Saveable):
         if n != self.num_envs:
             # Another vector env: every slot starts a new episode.
             self._reset_envs(n)
+        if self.n_step > 1 and self.capacity <= 2 * self.n_step * n:
+            # A row must outlive its window: at most n_step rows per env are open at once.
+            raise ValueError(f"capacity {self.capacity} is too small for n_step={self.n_step} with {n} envs.")
         terminated = np.asarray(terminated, dtype=bool).reshape(n)
         done = terminated if truncated is None else terminated | np.asarray(truncated, dtype=bool).reshape(n)
         rows = range(n) if valid is None else np.flatnonzero(valid)
@@ -585,6 +641,8 @@ class FrameReplayBuffer(_Saveable):
             last = self._last_frames[i]
             if not (self._open[i] and self._kept(last[0]) and np.array_equal(obs[i], self._last_obs[i])):
                 last = self._write_stack(obs[i])
+                if self.n_step > 1:
+                    self._flush(i, terminated=False)  # the env's episode was broken off: bootstrap its open rows
             if self._shifted(obs[i], next_obs[i]):
                 # The usual case: next_obs is obs shifted by one new frame.
                 new = np.empty_like(last)
@@ -606,6 +664,14 @@ class FrameReplayBuffer(_Saveable):
             self._last_frames[i] = new
             self._last_obs[i] = next_obs[i]
             self._open[i] = not done[i]
+            if self.n_step > 1:
+                self.ready[p] = False
+                self._window[i, self._window_len[i]] = p
+                self._window_len[i] += 1
+                if done[i]:
+                    self._flush(i, bool(terminated[i]))
+                elif self._window_len[i] == self.n_step:
+                    self._finish(i, terminated=False)
 
     def _shifted(self, obs, next_obs) -> bool:
         """Whether ``next_obs[..., :-1] == obs[..., 1:]`` (one ``(H, W, C)`` stack each)."""
@@ -623,7 +689,8 @@ class FrameReplayBuffer(_Saveable):
         return bool(np.array_equal(next_obs[..., :-1], obs[..., 1:]))
 
     def _sampleable(self, index: np.ndarray) -> np.ndarray:
-        return self.oldest[index] >= self.frames_written - self.frame_capacity
+        kept = self.oldest[index] >= self.frames_written - self.frame_capacity
+        return kept if self.ready is None else kept & self.ready[index]
 
     def sample(self, batch_size: int, beta: float = 1.0) -> dict:
         """``batch_size`` transitions drawn uniformly with replacement among those whose frames are kept.
@@ -633,7 +700,9 @@ class FrameReplayBuffer(_Saveable):
 
         Returns:
             ``{"obs", "next_obs"}``: ``(B, H, W, C)`` frames; ``"action"`` int32,
-            ``"reward"`` and ``"terminated"`` float32, each ``(B,)``.
+            ``"reward"`` and ``"terminated"`` float32, each ``(B,)``. With ``n_step > 1``
+            ``reward``, ``next_obs`` and ``terminated`` are the n-step ones, and ``"discount"``
+            (float32) is ``gamma^m``.
         """
         if self.size == 0:
             raise ValueError("Cannot sample from an empty replay buffer.")
@@ -656,15 +725,20 @@ class FrameReplayBuffer(_Saveable):
         if bad.any():
             candidates = np.flatnonzero(self._sampleable(np.arange(self.size)))
             if candidates.size == 0:
-                raise ValueError("No transition in the replay buffer still has all its frames; raise frame_capacity.")
+                raise ValueError(
+                    "No transition in the replay buffer is complete with all its frames kept; raise frame_capacity."
+                )
             index[bad] = self.rng.choice(candidates, size=int(bad.sum()))
+        one_step = self.n_step == 1
         batch = {
             "obs": self._stacks(self.obs_slots[index]),
             "action": self.action[index],
-            "reward": self.reward[index],
-            "next_obs": self._stacks(self.next_slots[index]),
-            "terminated": self.terminated[index].astype(np.float32),
+            "reward": (self.reward if one_step else self.nstep_reward)[index],
+            "next_obs": self._stacks((self.next_slots if one_step else self.nstep_next_slots)[index]),
+            "terminated": (self.terminated if one_step else self.nstep_terminated)[index].astype(np.float32),
         }
+        if not one_step:
+            batch["discount"] = self.discount[index]
         if self.sampler is not None:
             batch.update(self.sampler.batch_entries(index, beta))
         return batch

@@ -134,9 +134,10 @@ def shifted_stack_steps(rng, num_envs=2, frame_shape=(6, 6), stack=4, max_len=6)
         obs = next_obs
 
 
-def test_frame_replay_buffer_roundtrip(tmp_path):
+@pytest.mark.parametrize("n_step", [1, 3])
+def test_frame_replay_buffer_roundtrip(tmp_path, n_step):
     # frame_capacity < what short episodes need: some transitions have lost frames, so sampling rejects.
-    buf = FrameReplayBuffer(40, frame_shape=(6, 6), stack=4, seed=0, num_envs=2, frame_capacity=44)
+    buf = FrameReplayBuffer(40, frame_shape=(6, 6), stack=4, seed=0, num_envs=2, frame_capacity=44, n_step=n_step)
     steps = shifted_stack_steps(np.random.default_rng(2))
     for _ in range(100):
         *args, valid = next(steps)
@@ -144,6 +145,8 @@ def test_frame_replay_buffer_roundtrip(tmp_path):
     for _ in range(3):
         buf.sample(16)
     assert buf.size == buf.capacity and buf.frames_written > buf.frame_capacity and buf._open.any()
+    if n_step > 1:  # saved with rows still waiting for their n-step return
+        assert buf._window_len.any() and not buf.ready.all()
     loaded = roundtrip(buf, tmp_path)
     assert_same_buffer(buf, loaded)
     assert_same_samples(buf, loaded, 16)

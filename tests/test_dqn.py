@@ -394,6 +394,23 @@ def test_conv_q_network_on_uint8_frames():
     assert agent.act(np.zeros((84, 84, 4), np.uint8)) in (0, 1)
 
 
+def test_frame_replay_fit_stores_nstep_returns():
+    # 3-step episodes of reward 1 that terminate: each stored row's return is cut at the termination.
+    env, g = ImageEnv(), 0.9
+    agent = small_agent(
+        env, network="conv", hidden_sizes=(32,), buffer_size=64, replay="frames", n_step=3, gamma=g, prioritized=True
+    )
+    agent.fit(env, steps=40, verbose=0)
+    buf = agent.buffer
+    assert type(buf).__name__ == "FrameReplayBuffer" and buf.n_step == 3 and agent._nstep is None
+    assert agent.updates > 0
+    ready = np.flatnonzero(buf.ready[: len(buf)])
+    assert len(buf) - len(ready) == buf._window_len.sum() < 3  # only the last episode's rows wait
+    np.testing.assert_allclose(sorted(set(buf.discount[ready].round(6))), [g**3, g**2, g], rtol=1e-5)
+    np.testing.assert_allclose(buf.nstep_reward[ready], (1 - buf.discount[ready]) / (1 - g), rtol=1e-5)
+    assert buf.nstep_terminated[ready].all()
+
+
 def test_exponential_epsilon_schedule_reaches_final():
     env = CounterEnv(length=5)
     agent = small_agent(env, epsilon_schedule="exponential", exploration_fraction=0.5, epsilon_final=0.05)

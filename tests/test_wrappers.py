@@ -15,7 +15,7 @@ import pytest
 from gymnasium import spaces
 from probe_envs import ImageEnv
 
-from keras_rl_gym.buffers import FrameReplayBuffer, ReplayBuffer
+from keras_rl_gym.buffers import FrameReplayBuffer, NStepAccumulator, ReplayBuffer
 from keras_rl_gym.config import make_env, validate_config
 from keras_rl_gym.spaces import env_spaces
 from keras_rl_gym.wrappers.discretize import discretize_observation
@@ -228,6 +228,66 @@ def test_frame_replay_rebuilds_exactly_what_was_added_across_envs_and_wraparound
     plain = ReplayBuffer(4, {"obs": ((6, 5, 4), np.uint8), "action": ((), np.int32)})
     plain.add(obs=batch["obs"][:2], action=batch["action"][:2])
     assert set(plain.sample(1)) <= set(batch)
+
+
+def test_frame_replay_nstep_rows_are_the_accumulators_transitions():
+    """n-step frame replay against ``NStepAccumulator`` (tested on hand-computed returns) as the oracle.
+
+    Two envs with episodes of 1-8 steps ending in terminations and truncations, each followed by an
+    autoreset step that is no transition: every row the frame replay has completed is one the accumulator
+    emitted, with the same frames, return, discount and termination, and the rest are its open windows.
+    """
+    n, gamma = 3, 0.9
+    buf = FrameReplayBuffer(400, frame_shape=(6, 5), stack=4, seed=0, num_envs=2, n_step=n, gamma=gamma)
+    acc = NStepAccumulator(n, gamma, num_envs=2)
+    emitted, count = {}, 0
+    for obs, _, reward, next_obs, terminated, truncated, valid in stacked_vector_rollout(2, 150, stack=4):
+        ids = np.full(2, -1)  # the action carries the transition's number
+        ids[valid] = np.arange(count, count + valid.sum())
+        count += int(valid.sum())
+        buf.add(obs, ids, reward, next_obs, terminated, truncated, valid=valid)
+        out = acc.add(obs, ids, reward, next_obs, terminated, truncated, valid)
+        for k in range(0 if out is None else len(out["action"])):
+            emitted[int(out["action"][k])] = {key: value[k] for key, value in out.items()}
+    assert count < buf.capacity  # nothing overwritten: every transition is in both
+    ready = np.flatnonzero(buf.ready[: len(buf)])
+    assert sorted(buf.action[ready].tolist()) == sorted(emitted)
+    assert len(buf) - len(ready) == sum(len(window) for window in acc.windows) > 0
+    cuts = [e for e in emitted.values() if e["terminated"]]
+    bootstraps = [e for e in emitted.values() if not e["terminated"] and e["discount"] > gamma**n + 1e-6]
+    assert cuts and bootstraps  # the rollout has both kinds of episode end
+    batch = buf.sample(1000)
+    assert batch["discount"].dtype == np.float32 and set(batch["action"].tolist()) <= set(emitted)
+    for k in range(len(batch["action"])):
+        e = emitted[int(batch["action"][k])]
+        np.testing.assert_array_equal(batch["obs"][k], e["obs"])
+        np.testing.assert_array_equal(batch["next_obs"][k], e["next_obs"])
+        assert batch["reward"][k] == pytest.approx(e["reward"], rel=1e-5)
+        assert batch["discount"][k] == pytest.approx(e["discount"]) and batch["terminated"][k] == e["terminated"]
+
+
+def test_frame_replay_nstep_bootstraps_an_episode_broken_off():
+    # obs that does not continue an env's episode (a new vector env, or a second fit) ends its open
+    # windows as a truncation would: they bootstrap from their last next_obs.
+    buf = FrameReplayBuffer(64, frame_shape=(2, 2), stack=2, n_step=3, gamma=0.5)
+    obs = np.zeros((1, 2, 2, 2), np.uint8)
+    for t in range(2):
+        next_obs = np.concatenate([obs[..., 1:], np.full((1, 2, 2, 1), t + 1, np.uint8)], axis=-1)
+        buf.add(obs, np.array([t]), np.array([1.0]), next_obs, np.array([False]))
+        obs = next_obs
+    assert not buf.ready[:2].any()
+    buf.add(np.full((1, 2, 2, 2), 9, np.uint8), np.array([2]), np.array([1.0]), obs, np.array([False]))
+    assert buf.ready[:2].all() and not buf.ready[2]
+    np.testing.assert_allclose(buf.nstep_reward[:2], [1.5, 1.0])
+    np.testing.assert_allclose(buf.discount[:2], [0.25, 0.5])
+    np.testing.assert_array_equal(buf.nstep_next_slots[0], buf.next_slots[1])
+
+
+def test_frame_replay_nstep_needs_room_for_its_windows():
+    with pytest.raises(ValueError, match="too small for n_step=3"):
+        FrameReplayBuffer(8, frame_shape=(2, 2), stack=2, n_step=3).add(
+            np.zeros((2, 2, 2, 2), np.uint8), [0, 0], [0.0, 0.0], np.zeros((2, 2, 2, 2), np.uint8), [False, False]
+        )
 
 
 def test_frame_replay_never_mixes_episodes_in_a_stack():

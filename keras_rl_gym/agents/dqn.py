@@ -80,7 +80,7 @@ class DQNAgent(Agent):
         n_step: steps per bootstrapped return (Sutton and Barto 2018, ch. 7): the target becomes
             ``y = sum_{k<m} gamma^k r_k + gamma^m * (1 - terminated) * Q_target(s_m, a')`` with ``m = n_step``,
             or fewer at an episode's end (a termination cuts it, a truncation bootstraps from its final
-            observation); ``1`` is plain DQN. Needs ``replay="uniform"`` (not frame replay).
+            observation); ``1`` is plain DQN. Works with both replays and across vector envs.
         prioritized: proportional prioritized replay (Schaul et al., 2016): transition ``i`` is drawn with
             ``P(i) = p_i^alpha / sum_k p_k^alpha``, ``p_i = |Q(s, a) - y| + priority_eps`` from its last
             update (new ones get the largest priority seen), and the loss is the mean of
@@ -186,11 +186,6 @@ class DQNAgent(Agent):
             raise ValueError(f"{type(self).__name__}: network='conv' needs HxWxC observations, got shape {obs_shape}.")
         if replay == "frames" and len(obs_shape) != 3:
             raise ValueError(f"replay='frames' needs HxWxC stacked-frame observations, got shape {obs_shape}.")
-        if self.n_step > 1 and self._use_frame_replay():
-            raise ValueError(
-                f"{type(self).__name__}: n_step > 1 needs replay='uniform'; frame replay does not store n-step "
-                "transitions yet."
-            )
         self.n_actions = int(self.action_space.n)
 
         inputs, output_shape = self._q_network_signature()
@@ -305,6 +300,8 @@ class DQNAgent(Agent):
                 seed=self.seed,
                 num_envs=num_envs,
                 dtype=obs_space.dtype,
+                n_step=self.n_step,
+                gamma=self.gamma,
                 **prioritized,
             )
         if self.buffer is None:
@@ -319,7 +316,9 @@ class DQNAgent(Agent):
                 fields["discount"] = ((), np.float32)  # gamma^m of each n-step transition
             self.buffer = ReplayBuffer(self.buffer_size, fields, seed=self.seed, **prioritized)
         # Each fit resets its envs: open n-step windows and unreported sampled rows belong to no one now.
-        self._nstep = NStepAccumulator(self.n_step, self.gamma, num_envs) if self.n_step > 1 else None
+        # Frame replay keeps its n-step windows itself, next to the frames.
+        uniform = type(self.buffer) is ReplayBuffer
+        self._nstep = NStepAccumulator(self.n_step, self.gamma, num_envs) if self.n_step > 1 and uniform else None
         self._sampled.clear()
         # Where the runtime keeps a copy of the ring on its device (JAX, TensorFlow), an update
         # takes only sampled rows, and gathers the batch inside its compiled call. Prioritized and
