@@ -61,10 +61,7 @@ class TorchRuntime(Runtime):
         if wanted and not self.compiled:
             self._act_fn = _compile(self.agent.act_graph)
             self._loss_fn = _compile(self.agent.compute_rl_loss)
-            # With a gated group (TD3's delayed actor), the compiled apply never applied the
-            # gated group: a TD3 run of 20k steps left the actor at its initial weights. Until
-            # that is understood, such agents apply their gradients eagerly.
-            self._apply_fn = self._apply if any(self.gates) else _compile(self._apply)
+            self._apply_fn = _compile(self._apply)
             self.compiled = True
 
     def _fallback(self, error):
@@ -75,9 +72,24 @@ class TorchRuntime(Runtime):
         self.compiled = False
 
     def _apply(self, grads, active):
+        """Applies each group whose gate is open (see split_groups).
+
+        ``active`` holds a Python bool per group, or, under torch.compile, a bool tensor for a
+        gated one. A Python bool cannot gate a compiled graph: _compile keeps tensor guards
+        only, so the graph traced on TD3's first update (actor gate shut) was replayed on every
+        later one and the actor never moved. The compiled graph takes the step, then keeps
+        ``where(on, new, old)`` of the group's variables and optimizer state (moments, count).
+        """
         for (opt, variables), group_grads, on in zip(self.groups, grads, active):
-            if on:  # a gated group (see split_groups) only where its batch entry says so
-                opt.apply(group_grads, variables)
+            if isinstance(on, bool):
+                if on:
+                    opt.apply(group_grads, variables)
+                continue
+            state = [*variables, *opt.variables]
+            before = [v.value.clone() for v in state]
+            opt.apply(group_grads, variables)
+            for v, old in zip(state, before):
+                v.assign(torch.where(on, v.value, old))
 
     def act(self, obs):
         obs = torch.utils._pytree.tree_map(_as_tensor, obs)  # an array, or a tuple (recurrent state)
@@ -112,7 +124,10 @@ class TorchRuntime(Runtime):
                 v.value.grad = None
         loss.backward()
         grads = [[v.value.grad for v in variables] for _, variables in self.groups]
-        active = tuple(gate is None or bool(batch[gate] > 0.5) for gate in self.gates)
+        if self.compiled:  # gates as tensors, taken inside the graph (see _apply)
+            active = tuple(True if gate is None else batch[gate] > 0.5 for gate in self.gates)
+        else:
+            active = tuple(gate is None or bool(batch[gate] > 0.5) for gate in self.gates)
         with torch.no_grad():
             try:
                 self._apply_fn(grads, active)
