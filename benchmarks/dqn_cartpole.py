@@ -15,9 +15,14 @@ N envs stepped together (one batched act per vector step, one update per N trans
 
     KERAS_BACKEND=jax python benchmarks/dqn_cartpole.py --steps 50000 --num-envs 4
 
-Learning with the tuned config, several seeds (keras-rl-gym only)::
+Learning with the tuned config, several seeds (keras-rl-gym only): per seed the env steps to a
+20-episode mean training return of 475 (a seed that never gets there counts as the whole budget)
+and the greedy return at the end. ``--config`` again compares configs seed for seed, e.g. prioritized
+3-step DQN against the same DQN without them (``--until-threshold`` stops each run there)::
 
     KERAS_BACKEND=jax python benchmarks/dqn_cartpole.py --config configs/dqn-cartpole.json --seeds 5
+    KERAS_BACKEND=jax python benchmarks/dqn_cartpole.py --config configs/dqn-per-nstep-cartpole.json \
+        --config configs/dqn-cartpole.json --seeds 5 --until-threshold
 
 SBX is compared on the JAX backend, in its own venv (benchmarks/.venv-sbx, set up from
 requirements-sbx.txt on first use; ``--no-sbx`` leaves it out); SBX's DQN takes no
@@ -34,10 +39,13 @@ import time
 
 import gymnasium as gym
 import keras
+import numpy as np
 from _common import (
     EVAL_RETURN,
     STEPS_TO_THRESHOLD,
+    THRESHOLD,
     THROUGHPUT,
+    WINDOW,
     RunClock,
     Threshold,
     add_arguments,
@@ -128,22 +136,54 @@ def throughput(args, backend: str, runners: dict) -> None:
 
 
 def learning(args):
-    config = load_config(args.config)
-    steps = config.get("train", {}).get("steps", 50_000)
-    results = []
-    for seed in range(args.first_seed, args.first_seed + (args.seeds or 5)):
-        config["train"]["seed"] = seed
-        env = make_env(config)
-        agent = make_agent(config, env)
-        start = time.perf_counter()
-        agent.fit(env, steps=steps, verbose=0, seed=seed)
-        elapsed = time.perf_counter() - start
-        evaluation = agent.evaluate(make_env(config, training=False), episodes=10, seed=10_000 + seed)
-        results.append(evaluation["mean_return"])
-        rate = steps / elapsed
-        print(f"seed {seed}: mean eval return {evaluation['mean_return']:.1f} after {steps} steps ({rate:.0f} steps/s)")
-    passed = sum(r >= 475 for r in results)
-    print(f"{keras.backend.backend()}: {passed}/{len(results)} seeds reach >= 475; returns {results}")
+    """Each config on the same seeds: steps to the 20-episode threshold, greedy return, then the medians."""
+    medians = {}
+    for path in args.config:
+        config = load_config(path)
+        steps = config.get("train", {}).get("steps", 50_000)
+        reached, returns = [], []
+        for seed in range(args.first_seed, args.first_seed + (args.seeds or 5)):
+            config["train"]["seed"] = seed
+            env = make_env(config)
+            agent = make_agent(config, env)
+            clock, tracker = RunClock(0), Threshold()
+            callbacks = [keras_callback(clock, tracker)]
+            if args.until_threshold:
+                callbacks.append(_StopAtThreshold(tracker))
+            start = time.perf_counter()
+            agent.fit(env, steps=steps, verbose=0, seed=seed, callbacks=callbacks)
+            rate = agent.env_steps / (time.perf_counter() - start)
+            reached.append(steps if tracker.reached_at is None else tracker.reached_at)
+            line = f"{config['name']} seed {seed}: {WINDOW}-episode mean {THRESHOLD:.0f} at "
+            line += "never" if tracker.reached_at is None else f"{tracker.reached_at} steps"
+            if not args.until_threshold:
+                evaluation = agent.evaluate(make_env(config, training=False), episodes=10, seed=10_000 + seed)
+                returns.append(evaluation["mean_return"])
+                line += f"; mean eval return {evaluation['mean_return']:.1f} after {steps} steps"
+            print(f"{line} ({rate:.0f} steps/s)", flush=True)
+        name = config["name"]
+        medians[name] = float(np.median(reached))
+        print(f"{keras.backend.backend()} {name}: median steps to {THRESHOLD:.0f}: {medians[name]:.0f}")
+        print(f"  per seed {reached} (never reached = the budget, {steps})")
+        if returns:
+            ended = sum(r >= THRESHOLD for r in returns)
+            print(f"  {ended}/{len(returns)} seeds end >= {THRESHOLD:.0f}; returns {returns}")
+    if len(medians) > 1:
+        (first, a), *rest = medians.items()
+        for name, b in rest:
+            print(f"median steps to {THRESHOLD:.0f}: {first} {a:.0f} vs {name} {b:.0f} ({b / max(a, 1):.2f}x)")
+
+
+class _StopAtThreshold(keras.callbacks.Callback):
+    """Ends fit once ``tracker`` has reached the threshold (steps to it is all that is measured then)."""
+
+    def __init__(self, tracker):
+        super().__init__()
+        self.tracker = tracker
+
+    def on_episode_end(self, episode, logs):
+        if self.tracker.reached_at is not None:
+            self.model.stop_training = True
 
 
 def main():
@@ -153,7 +193,14 @@ def main():
     parser.add_argument(
         "--seeds", type=int, help="train every side on this many seeds and compare them (with --config: 5 by default)"
     )
-    parser.add_argument("--config", help="train this config on --seeds seeds, keras-rl-gym only")
+    parser.add_argument(
+        "--config",
+        action="append",
+        help="train this config on --seeds seeds, keras-rl-gym only (again: compare configs on the same seeds)",
+    )
+    parser.add_argument(
+        "--until-threshold", action="store_true", help="with --config: stop each run once it reaches the threshold"
+    )
     parser.add_argument(
         "--num-envs", type=int, default=1, help="N CartPole envs stepped together (one batched act per vector step)"
     )
