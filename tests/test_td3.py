@@ -97,6 +97,9 @@ def test_losses_match_numpy():
     assert float(to_np(metrics["critic_loss"])) == pytest.approx(critic_loss, rel=1e-5)
     assert float(to_np(metrics["actor_loss"])) == pytest.approx(actor_loss, rel=1e-5, abs=1e-6)
     assert float(to_np(loss)) == pytest.approx(critic_loss + actor_loss, rel=1e-5, abs=1e-6)
+    # A critic-only turn has no actor term: its loss is the critics'.
+    loss, metrics = agent.compute_rl_loss(td3_batch(agent, actor_turn=False))
+    assert float(to_np(loss)) == pytest.approx(critic_loss, rel=1e-5) and float(to_np(metrics["actor_loss"])) == 0.0
 
 
 def opt_state(opt):
@@ -140,8 +143,16 @@ def test_fit_delays_the_actor_and_the_targets():
         env.observation_space, env.action_space, actor_hidden_sizes=(8,), critic_hidden_sizes=(8,),
         learning_starts=20, batch_size=16, policy_delay=3, seed=0,
     )  # fmt: skip
-    agent.fit(env, steps=60, verbose=0)  # updates at steps 20..60: 41 of them
-    assert agent.updates == 41
+    reported = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            reported.append(logs)
+
+    agent.fit(env, steps=60, verbose=0, callbacks=[Record()])  # updates at steps 20..60: 41 of them
+    assert agent.updates == len(reported) == 41
+    # An actor_loss only from the actor's turns: a critic-only update computes none.
+    assert [i for i, logs in enumerate(reported) if "actor_loss" in logs] == list(range(2, 41, 3))
     assert int(to_np(agent.critic_optimizer.iterations)) == 41
     assert int(to_np(agent.actor_optimizer.iterations)) == 41 // 3
     # A critic-only turn moves no target; the actor turn after it moves all of them by tau.

@@ -173,11 +173,26 @@ class TD3Agent(Agent):
         q1 = self.critic1([obs, action], training=True)[:, 0]
         q2 = self.critic2([obs, action], training=True)[:, 0]
         critic_loss = ops.mean(ops.square(q1 - y)) + ops.mean(ops.square(q2 - y))
-        # Actor: ascend Q1(s, pi(s)) through a frozen Q1. Its optimizer is applied only where
-        # batch["update_actor"] is 1 (every policy_delay-th update; see optimizer_groups).
-        actor_loss = -ops.mean(off_policy.frozen_call(self.critic1, [obs, self.actor(obs, training=True)])[:, 0])
+        # Actor: ascend Q1(s, pi(s)) through a frozen Q1, on the actor's turns only (batch["update_actor"]
+        # is 1 every policy_delay-th update). ops.cond runs and differentiates one branch, so a
+        # critic-only update skips the actor's forward and backward passes; the actor's optimizer is
+        # gated too (optimizer_groups), as Adam would move weights even on a zero gradient.
+        actor_turn = ops.cast(batch["update_actor"], "float32") > 0.5
+
+        def actor_objective():
+            return -ops.mean(off_policy.frozen_call(self.critic1, [obs, self.actor(obs, training=True)])[:, 0])
+
+        actor_loss = ops.cond(actor_turn, actor_objective, lambda: ops.zeros((), "float32"))
         metrics = {"critic_loss": critic_loss, "actor_loss": actor_loss, "q_mean": ops.mean(q1)}
+        metrics["update_actor"] = ops.cast(actor_turn, "float32")
         return critic_loss + actor_loss, metrics
+
+    def _on_update_reported(self, metrics: dict) -> dict:
+        # actor_loss is logged for the actor's turns only: a critic-only update has none.
+        metrics = super()._on_update_reported(metrics)
+        if not metrics.pop("update_actor", 1.0):
+            metrics.pop("actor_loss", None)
+        return metrics
 
     def update_targets(self, tau: float):
         networks.update_target(self.target_actor, self.actor, tau)

@@ -124,6 +124,14 @@ class TorchRuntime(Runtime):
                 v.value.grad = None
         loss.backward()
         grads = [[v.value.grad for v in variables] for _, variables in self.groups]
+        if self.compiled:
+            # A loss that skips a gated group's term on its off turns (TD3's ops.cond) leaves it no
+            # gradient. Zeros instead, so that the graph's inputs are tensors on every turn: the
+            # tensor-only guards would not tell a None from a tensor and would replay the wrong graph.
+            grads = [
+                [torch.zeros_like(v.value) if g is None else g for g, v in zip(group, variables)]
+                for group, (_, variables) in zip(grads, self.groups)
+            ]
         if self.compiled:  # gates as tensors, taken inside the graph (see _apply)
             active = tuple(True if gate is None else batch[gate] > 0.5 for gate in self.gates)
         else:
