@@ -4,6 +4,12 @@
     KERAS_BACKEND=jax python benchmarks/continuous.py                       # both, 20k steps, seeds 0-2
     KERAS_BACKEND=torch python benchmarks/continuous.py --algos sac --seeds 5
     KERAS_BACKEND=jax python benchmarks/continuous.py --no-sb3 --steps 5000  # ours only
+    python benchmarks/continuous.py --backends tensorflow jax torch         # every backend, one SB3 run per seed
+
+With ``--backends``, each seed's SB3 run is compared with keras-rl-gym on every backend
+named: ours runs in a subprocess per backend (``KERAS_BACKEND`` is fixed once Keras is
+imported), SB3 here, once per seed and algorithm (it does not depend on Keras's backend),
+one after the other within each seed so that load drifts alike for all sides.
 
 The hyperparameters are the shipped configs' (``configs/sac-pendulum.json`` and
 ``configs/td3-pendulum.json``: RL Zoo's Pendulum settings), written once there and
@@ -23,10 +29,11 @@ first compiled update), how many of our seeds reach a mean return of at least
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
 
-import keras
 import numpy as np
 from _common import (
     EVAL_RETURN,
@@ -42,7 +49,7 @@ from _common import (
     sb3_callback,
 )
 
-from keras_rl_gym.config import load_config, make_agent, make_env
+from keras_rl_gym.config import load_config
 
 ENV_ID = "Pendulum-v1"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,6 +62,8 @@ def config(algo: str) -> dict:
 
 
 def run_ours(algo: str, seed: int, steps: int, warmup: int) -> dict:
+    from keras_rl_gym.config import make_agent, make_env
+
     cfg = config(algo)
     cfg["train"]["seed"] = seed
     env = make_env(cfg)
@@ -122,7 +131,23 @@ def run_sb3(algo: str, seed: int, steps: int, warmup: int) -> dict:
     return result(clock, tracker, eval_return)
 
 
+def run_ours_on(backend: str):
+    """``run_ours`` in a subprocess on ``backend``: its result, from the JSON line it prints."""
+
+    def run(algo: str, seed: int, steps: int, warmup: int) -> dict:
+        command = [sys.executable, __file__, "--worker", json.dumps([algo, seed, steps, warmup])]
+        done = subprocess.run(command, env=dict(os.environ, KERAS_BACKEND=backend), capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"keras-rl-gym on {backend} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    return run
+
+
 def main():
+    if sys.argv[1:2] == ["--worker"]:  # one of our runs, for --backends: its result as the last line
+        print(dumps(run_ours(*json.loads(sys.argv[2]))))
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--algos", nargs="+", choices=sorted(CONFIGS), default=sorted(CONFIGS))
     parser.add_argument("--steps", type=int, default=20_000)
@@ -132,31 +157,44 @@ def main():
     parser.add_argument("--threshold", type=float, default=-200.0)
     parser.add_argument("--no-sb3", "--skip-sb3", action="store_true", help="leave Stable-Baselines3 out")
     parser.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples")
+    parser.add_argument(
+        "--backends", nargs="+", choices=["tensorflow", "jax", "torch"], help="ours on each, in subprocesses"
+    )
     args = parser.parse_args()
 
-    backend = keras.backend.backend()
-    names = labels(backend)
+    if args.backends:
+        ours = {backend: run_ours_on(backend) for backend in args.backends}
+    else:
+        import keras
+
+        ours = {keras.backend.backend(): run_ours}
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
-    record = {"backend": backend, "env_id": ENV_ID, "steps": args.steps, "seeds": seeds, "algos": {}}
+    record = {"backends": list(ours), "env_id": ENV_ID, "steps": args.steps, "seeds": seeds, "algos": {}}
     for algo in args.algos:
         warmup = min(config(algo)["agent"]["learning_starts"] + args.warmup, args.steps // 2)
-        sides = {"ours": run_ours} if args.no_sb3 else {"ours": run_ours, "sb3": run_sb3}
+        sides = {backend: run for backend, run in ours.items()}
+        if not args.no_sb3:
+            sides["sb3"] = run_sb3
         runs = {name: [] for name in sides}
         for seed in seeds:
             parts = []
             for name, run in sides.items():
                 outcome = dict(run(algo, seed, args.steps, warmup), seed=seed)
                 runs[name].append(outcome)
+                label = labels(name)["ours"] if name in ours else labels("")[name]
                 parts.append(
-                    f"{names[name]} eval {outcome['eval_return']:.1f}, {outcome['steps_per_second']:.1f} steps/s "
+                    f"{label} eval {outcome['eval_return']:.1f}, {outcome['steps_per_second']:.1f} steps/s "
                     f"({outcome['steady_steps_per_second'] or 0:.1f} after warm-up)"
                 )
             print(f"{algo} seed {seed}: " + "; ".join(parts), flush=True)
-        print(f"\n== {algo.upper()} on {ENV_ID}, {args.steps} steps, steady state from step {warmup}")
-        numbers = report(backend, runs, METRICS, args.resamples)
-        passed = sum(run["eval_return"] >= args.threshold for run in runs["ours"])
-        print(f"{algo}: keras-rl-gym ({backend}) at or above {args.threshold:.0f} in {passed}/{len(seeds)} seeds")
-        record["algos"][algo] = {"runs": runs, "passed": passed, "threshold": args.threshold, **numbers}
+        record["algos"][algo] = {}
+        for backend in ours:
+            print(f"\n== {algo.upper()} on {ENV_ID}, {args.steps} steps, steady state from step {warmup}, {backend}")
+            side = {"ours": runs[backend], **({"sb3": runs["sb3"]} if "sb3" in runs else {})}
+            numbers = report(backend, side, METRICS, args.resamples)
+            passed = sum(run["eval_return"] >= args.threshold for run in runs[backend])
+            print(f"{algo}: keras-rl-gym ({backend}) at or above {args.threshold:.0f} in {passed}/{len(seeds)} seeds")
+            record["algos"][algo][backend] = {"runs": side, "passed": passed, "threshold": args.threshold, **numbers}
     print(dumps(record))
 
 
