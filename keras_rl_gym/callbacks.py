@@ -155,7 +155,8 @@ class MLflowLogger(keras.callbacks.Callback):
         params["observation_space"] = _param_value(str(self.model.observation_space))
         params["action_space"] = _param_value(str(self.model.action_space))
         params["backend"] = keras.backend.backend()
-        params.update({f"fit.{k}": _param_value(v) for k, v in self.params.items()})
+        # fit's own under fit., the Ray cluster's (ray_runners, ray_address...) as they are.
+        params.update({k if k.startswith("ray_") else f"fit.{k}": _param_value(v) for k, v in self.params.items()})
         params.update({k: _param_value(v) for k, v in self.extra_params.items()})
         params.update(_versions())
         # A run this logger joined (the user's, or one an earlier fit left open) may

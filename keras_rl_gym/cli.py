@@ -46,8 +46,35 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--resume", metavar="AGENT", help="continue training this saved .keras agent up to the config's train.steps"
     )
+    ray = train.add_argument_group("Ray (pip install keras-rl-gym[ray])")
+    ray.add_argument("--ray-runners", type=int, metavar="N", help="step the envs in N Ray actors (rollout runners)")
+    ray.add_argument(
+        "--ray-envs-per-runner",
+        type=int,
+        metavar="E",
+        help="envs in each runner's vector env (default: the config's num_envs spread over the runners)",
+    )
+    ray.add_argument(
+        "--ray-address", metavar="ADDRESS", help="'auto' (a `ray start` cluster here) or host:port; default: local"
+    )
     train.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     train.add_argument("--debug", action="store_true", help="print the traceback of an error")
+
+    tune = sub.add_parser(
+        "tune", help="sweep hyperparameters with Ray Tune; each trial an MLflow run under one parent run"
+    )
+    tune.add_argument("config", help="a JSON or YAML run config: the values not swept")
+    tune.add_argument(
+        "--space", required=True, help="YAML/JSON search space: agent.KEY or train.KEY: {choice|uniform|loguniform}"
+    )
+    tune.add_argument("--samples", type=int, default=8, help="trials to run (default 8)")
+    tune.add_argument("--concurrent", type=int, help="trials at once (default: as the cluster's CPUs allow)")
+    tune.add_argument("--asha", action="store_true", help="stop weak trials early (ASHA) on periodic evaluations")
+    tune.add_argument("--output", default="best-config.json", help="the best trial's config, written as JSON")
+    tune.add_argument("--ray-address", metavar="ADDRESS", help="'auto' or host:port; default: a local cluster")
+    tune.add_argument("--tracking-uri", help="MLflow store (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    tune.add_argument("--backend", choices=["tensorflow", "jax", "torch"], help="Keras backend (else $KERAS_BACKEND)")
+    tune.add_argument("--debug", action="store_true", help="print the traceback of an error")
     return parser
 
 
@@ -104,6 +131,27 @@ def build_config(args) -> dict:
     return config
 
 
+def ray_runners(args, config: dict):
+    """The ``RayRunners`` the flags ask for, or ``None``; a config error where they cannot be."""
+    from keras_rl_gym.config import ConfigError
+
+    if args.ray_runners is None:
+        if args.ray_envs_per_runner is not None or args.ray_address is not None:
+            raise ConfigError("--ray-envs-per-runner and --ray-address need --ray-runners N.")
+        return None
+    try:
+        from keras_rl_gym.distributed import RayRunners
+    except ImportError as error:
+        raise ConfigError(f"--ray-runners needs Ray: pip install 'keras-rl-gym[ray]' ({error}).") from None
+    per_runner = args.ray_envs_per_runner
+    if per_runner is None:  # the config's envs, spread over the runners
+        per_runner = max(1, -(-config.get("num_envs", 1) // max(args.ray_runners, 1)))
+    try:
+        return RayRunners(args.ray_runners, per_runner, address=args.ray_address)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
 def _first_line(error: BaseException) -> str:
     lines = str(error).strip().splitlines()
     return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
@@ -136,7 +184,7 @@ def main(argv=None) -> int:
     # Handlers first: a signal while config, MLflow and Keras load (if the package has not loaded them) stops cleanly.
     with stop_on_signals():
         try:
-            return _train(args)
+            return {"train": _train, "tune": _tune}[args.command](args)
         except KeyboardInterrupt as error:
             signum = getattr(error, "signum", signal.SIGINT)
             print(f"\nkeras-rl-gym: stopped by {signal.Signals(signum).name}", file=sys.stderr)
@@ -158,7 +206,8 @@ def _train(args) -> int:
 
     try:
         config = build_config(args)
-        agent, history, evaluation = run(config, verbose=0 if args.quiet else 1, resume=args.resume)
+        runners = ray_runners(args, config)
+        agent, history, evaluation = run(config, verbose=0 if args.quiet else 1, resume=args.resume, runners=runners)
     except ConfigError as error:
         if args.debug:
             import traceback
@@ -173,6 +222,39 @@ def _train(args) -> int:
     if config.get("train", {}).get("mlflow", True):
         uri = tracking_uri()
         print(f"Logged to MLflow at {uri}. Browse the runs with:\n    mlflow ui --backend-store-uri {uri}")
+    return 0
+
+
+def _tune(args) -> int:
+    from keras_rl_gym.config import ConfigError, load_config
+
+    try:
+        config = load_config(args.config)
+        try:
+            from keras_rl_gym.distributed.sweep import load_space, sweep
+        except ImportError as error:
+            raise ConfigError(f"keras-rl-gym tune needs Ray: pip install 'keras-rl-gym[ray]' ({error}).") from None
+        space = load_space(args.space)
+        result = sweep(
+            config,
+            space,
+            samples=args.samples,
+            concurrent=args.concurrent,
+            address=args.ray_address,
+            asha=args.asha,
+            tracking_uri=args.tracking_uri,
+            output=args.output,
+        )
+    except ConfigError as error:
+        print(f"keras-rl-gym: config error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 2
+    print(f"\nSweep: {len(result['trials'])} trials, MLflow parent run {result['parent_run_id']}")
+    for trial in result["trials"]:
+        value = trial["eval_mean_return"]
+        shown = "stopped early" if value is None else f"eval mean return {value:.1f}"
+        print(f"  {json.dumps(trial['values'], sort_keys=True, default=float)}: {shown}")
+    print(f"Best: {result['best_value']:.1f}; its config is {result['output']}. Train it with:")
+    print(f"    keras-rl-gym train {result['output']}")
     return 0
 
 

@@ -24,6 +24,7 @@ not exist, or an agent that cannot handle the env's spaces, is a
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import json
@@ -408,7 +409,7 @@ def load_agent(path, config: dict, env):
     return agent
 
 
-def run(config: dict, *, verbose: int = 1, callbacks=None, resume=None, checkpoint_path=None):
+def run(config: dict, *, verbose: int = 1, callbacks=None, resume=None, checkpoint_path=None, runners=None):
     """Trains the agent of ``config``, evaluates it and logs to MLflow when enabled.
 
     Every failure after the agent exists (an exception, ``KeyboardInterrupt``,
@@ -427,6 +428,8 @@ def run(config: dict, *, verbose: int = 1, callbacks=None, resume=None, checkpoi
             ``train.steps`` env steps in all, with its own hyperparameters and
             schedules; if it has reached them already, it is only evaluated.
         checkpoint_path: where to save the agent on a failure; defaults to :func:`failure_path`.
+        runners: ``keras_rl_gym.distributed.RayRunners`` to step the config's envs in Ray
+            actors (each makes its own, with ``make_env``); ``None`` steps them here.
 
     Returns:
         ``(agent, history, evaluation)``.
@@ -441,7 +444,8 @@ def run(config: dict, *, verbose: int = 1, callbacks=None, resume=None, checkpoi
     path = os.fspath(checkpoint_path or failure_path(config))
     # A resumed fit derives its reset seed from the agent's seed and env steps: no replay of the first episodes.
     seed = None if resume else train.get("seed")
-    env = make_env(config)
+    # With Ray runners, one env here gives the agent its spaces; each runner makes its own.
+    env = make_env(config, num_envs=1 if runners is not None else None)
     eval_env = None
     try:
         if resume:
@@ -471,7 +475,7 @@ def run(config: dict, *, verbose: int = 1, callbacks=None, resume=None, checkpoi
         try:
             if remaining > 0:
                 history = agent.fit(
-                    env,
+                    env if runners is None else functools.partial(make_env, config, num_envs=1),
                     steps=remaining,
                     callbacks=callbacks,
                     verbose=verbose,
@@ -480,6 +484,7 @@ def run(config: dict, *, verbose: int = 1, callbacks=None, resume=None, checkpoi
                     checkpoint_path=path,
                     # The horizon schedules span: the whole run's, also when this fit is its second part.
                     total_steps=steps,
+                    runners=runners,
                 )
             else:
                 history = keras.callbacks.History()

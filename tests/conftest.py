@@ -4,6 +4,10 @@ import os
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Ray clusters the tests start keep to the loopback address (read when Ray is imported), and
+# skip Ray's usage report.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import keras  # noqa: E402
 import pytest  # noqa: E402

@@ -132,11 +132,41 @@ class _Callbacks(keras.callbacks.CallbackList):
                 warnings.warn(f"{type(cb).__name__}.on_fit_error failed: {cb_error!r}", stacklevel=3)
 
 
+class _LocalSteps:
+    """``fit``'s steps from an env here, through the episode loop.
+
+    A step source gives ``fit`` its ``(actions, Step)`` pairs; Ray runners are the
+    other one (``keras_rl_gym.distributed.RayRunners.connect``), with the same methods.
+    """
+
+    params = {}
+
+    def __init__(self, agent, env):
+        self.agent = agent
+        self.loop = EpisodeLoop(as_vector_env(env))
+        agent._check_env(self.loop.venv)
+        self.num_envs = self.loop.num_envs
+        self.env_id = _env_id(self.loop.venv)
+
+    def start(self, seed, end_step) -> None:
+        self.loop.reset(seed)
+
+    def step(self):
+        return self.agent._explore_step(self.loop, self.agent.env_steps)
+
+    def log_values(self) -> dict:
+        return {}
+
+    def close(self) -> None:
+        """Leaves the env open: it is the caller's."""
+
+
 class _Interval:
     """What ``fit`` gathers between two logs: episode returns and lengths, update metrics."""
 
-    def __init__(self, agent, start_step: int):
+    def __init__(self, agent, start_step: int, source_logs=dict):
         self.agent = agent
+        self.source_logs = source_logs
         self.recent_returns = deque(maxlen=100)
         self.returns, self.lengths, self.metrics = [], [], {}
         self.time, self.step = time.perf_counter(), start_step
@@ -160,6 +190,7 @@ class _Interval:
         for key, values in self.metrics.items():
             logs[key] = float(np.mean(values))
         logs.update(agent._log_values())
+        logs.update(self.source_logs())
         logs["steps_per_second"] = (agent.env_steps - self.step) / max(time.perf_counter() - self.time, 1e-9)
         return logs
 
@@ -403,6 +434,29 @@ class Agent(keras.Model):
     def _on_fit_begin(self, num_envs: int, steps: int) -> None:
         """Allocates whatever the algorithm stores (replay, rollout)."""
 
+    def _start_acting(self, num_envs: int) -> None:
+        """Sets up exploration for a run over ``num_envs`` envs (schedules along ``total_steps``, noise state).
+
+        Apart from ``_on_fit_begin``: a Ray runner's copy of the agent explores without storing anything.
+        """
+
+    # What ``_explore`` leaves on the agent for ``_observe`` besides the actions (a policy's
+    # log-probabilities and values): a Ray runner sends these along with each step.
+    _acting_outputs = ()
+    # Learns only from steps taken with its current weights (PPO, A2C, REINFORCE): Ray runners
+    # then collect in synchronous rounds.
+    on_policy = False
+
+    def _explore_step(self, loop, step: int):
+        """One exploring step of ``loop``'s vector env: ``(actions, Step)``, the actions as ``_observe`` takes them.
+
+        What ``fit`` does each step here, and a Ray runner in its own process.
+        """
+        actions = self._explore(loop.obs, step)
+        t = loop.step(self._to_env(actions))
+        self.reset_state(t.restart)  # recurrent state restarts with each episode
+        return actions, t
+
     def _observe(self, obs, action, reward, next_obs, terminated, truncated, valid) -> None:
         """Stores the transitions of one vector step; ``valid`` masks real ones."""
         raise NotImplementedError
@@ -567,6 +621,7 @@ class Agent(keras.Model):
         checkpoint_path: str | None = None,
         total_steps: int | None = None,
         reset_num_steps: bool = False,
+        runners=None,
         **kwargs,
     ):
         """Trains the agent on ``env`` for ``steps`` environment steps.
@@ -607,6 +662,11 @@ class Agent(keras.Model):
                 defaults to the one saved, or to ``env_steps + steps`` for a first fit.
             reset_num_steps: start the counters (env steps, episodes) and the
                 horizon afresh, as a new run; the weights and optimizer are kept.
+            runners: where the env steps are taken: ``None`` here, or
+                ``keras_rl_gym.distributed.RayRunners(...)``, Ray actors stepping their own
+                copies of ``env`` (an env id, a function making the env, or an env whose
+                ``spec`` remakes it) with copies of the agent's acting network. The rest
+                of ``fit`` (callbacks, History, progress, checkpoints) is unchanged.
 
         Returns:
             A ``keras.callbacks.History`` whose ``history`` maps each logged
@@ -615,7 +675,7 @@ class Agent(keras.Model):
         Raises:
             NonFiniteLossError: a loss was NaN or infinite.
         """
-        if not isinstance(env, (gym.Env, gym.vector.VectorEnv, str)):
+        if not isinstance(env, (gym.Env, gym.vector.VectorEnv, str)) and not (runners is not None and callable(env)):
             # Anything else is the supervised Keras API, which an agent does not offer.
             raise TypeError(
                 f"{type(self).__name__}.fit expects a Gymnasium env as its first argument "
@@ -625,15 +685,15 @@ class Agent(keras.Model):
             raise TypeError(f"Unknown argument(s) to fit: {sorted(kwargs)}.")
         steps = _check_positive("steps", steps)
         log_every = _check_positive("log_every", log_every)
-        loop = EpisodeLoop(as_vector_env(env))
-        self._check_env(loop.venv)
+        # Where the steps come from: the env here, or Ray runners stepping their own copies of it.
+        source = _LocalSteps(self, env) if runners is None else runners.connect(self, env)
         if reset_num_steps:
             self.env_steps, self.episodes, self.total_steps = 0, 0, None
         if total_steps is not None:
             self.total_steps = _check_positive("total_steps", total_steps)
         elif self.total_steps is None:
             self.total_steps = self.env_steps + steps
-        n, start, end = loop.num_envs, self.env_steps, self.env_steps + steps
+        n, start, end = source.num_envs, self.env_steps, self.env_steps + steps
         seed = self._reset_seed() if seed is None else seed
         checkpoint_path = os.fspath(checkpoint_path or f"{self.name}-last-finite.keras")
 
@@ -643,9 +703,9 @@ class Agent(keras.Model):
             from keras_rl_gym.callbacks import ProgressBar
 
             cbs.append(ProgressBar())
-        params = {"steps": steps, "num_envs": n, "env_id": _env_id(loop.venv), "seed": seed, "log_every": log_every}
-        cbs = _Callbacks(cbs, self, params)
-        interval = _Interval(self, start)
+        params = {"steps": steps, "num_envs": n, "env_id": source.env_id, "seed": seed, "log_every": log_every}
+        cbs = _Callbacks(cbs, self, {**params, **source.params})
+        interval = _Interval(self, start, source.log_values)
         self.stop_training = False
         self.last_checkpoint = None
         # Env steps of the updates whose metrics have not come back yet: a fused runtime
@@ -671,19 +731,18 @@ class Agent(keras.Model):
         with _DeferredSignals() as signals:
             try:
                 self._on_fit_begin(n, steps)
+                self._start_acting(n)
                 self._state = self.initial_state(n)
                 self.runtime.hold(steps)
-                loop.reset(seed)
+                source.start(seed, end)
                 cbs.on_train_begin()
                 cbs.on_epoch_begin(0)
                 epoch, next_log, next_progress, due = 0, start + log_every, 0.0, cbs.due_step()
                 while self.env_steps < end and not self.stop_training:
                     signals.check()
-                    actions = self._explore(loop.obs, self.env_steps)
+                    actions, t = source.step()
                     take(self.runtime.drain())  # the act ran a waiting update: check it now
-                    t = loop.step(self._to_env(actions))
                     self._observe(t.obs, actions, t.reward, t.next_obs, t.terminated, t.truncated, t.valid)
-                    self.reset_state(t.restart)  # recurrent state restarts with each episode
                     self.env_steps += t.n_valid
                     for _, ret, length in t.games:
                         self.episodes += 1
@@ -719,7 +778,9 @@ class Agent(keras.Model):
                         due = cbs.due_step()
                 take(self.runtime.drain(wait=True))  # the last update's metrics: a NaN there still stops fit
                 signals.check()
+                source.close()
             except BaseException as error:
+                source.close()
                 self._fit_failed(error, cbs, interval.logs(), checkpoint_path)
                 raise
         self.runtime.release()

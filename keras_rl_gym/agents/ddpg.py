@@ -203,7 +203,8 @@ class DDPGAgent(Agent):
 
     def _on_fit_begin(self, num_envs, steps):
         off_policy.make_replay(self)
-        off_policy.start_noise(self, num_envs)
+
+    _start_acting = off_policy.start_noise
 
     def _update_once(self):
         yield self.train_step(self.buffer.sample(self.batch_size))

@@ -325,6 +325,8 @@ class DQNAgent(Agent):
         # n-step replay sample on the host.
         host = self.prioritized or self.n_step > 1
         self._device_replay = type(self.buffer) is ReplayBuffer and not host and self.runtime.attach_replay(self.buffer)
+
+    def _start_acting(self, num_envs):
         # Epsilon anneals over the first exploration_fraction of the run's horizon.
         self._epsilon_fn = schedules.make_schedule(
             self.epsilon_schedule,

@@ -194,7 +194,7 @@ class DRQNAgent(DQNAgent):
                 },
                 seed=self.seed,
             )
-        super()._on_fit_begin(num_envs, steps)  # the epsilon schedule; the buffer is set
+        super()._on_fit_begin(num_envs, steps)  # DQN keeps the buffer set here
 
     def _observe(self, obs, action, reward, next_obs, terminated, truncated, valid):
         # Either end of an episode (done) starts the mask's zeros; only termination cuts the target.

@@ -97,6 +97,8 @@ class PolicyAgent(Agent):
         "value_coef": NON_NEGATIVE,
     }
     _derived_hyperparameters = ("use_critic",)  # each algorithm decides whether it has a critic
+    on_policy = True
+    _acting_outputs = ("_stored_actions", "_log_probs", "_values")
 
     def __init__(
         self,

@@ -128,6 +128,9 @@ class QLearningAgent(Agent):
 
     # -- host side (NumPy) ------------------------------------------------------------
     def _on_fit_begin(self, num_envs, steps):
+        self._batch = None
+
+    def _start_acting(self, num_envs):
         # Epsilon anneals over the first exploration_fraction of the run's horizon.
         self._epsilon_fn = schedules.make_schedule(
             self.epsilon_schedule,
@@ -135,7 +138,6 @@ class QLearningAgent(Agent):
             max(self.epsilon_final, 1e-8),
             int(self.exploration_fraction * self.total_steps),
         )
-        self._batch = None
 
     def _explore(self, obs, step):
         if self._epsilon_fn is not None:

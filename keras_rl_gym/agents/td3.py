@@ -223,7 +223,8 @@ class TD3Agent(Agent):
 
     def _on_fit_begin(self, num_envs, steps):
         off_policy.make_replay(self)
-        off_policy.start_noise(self, num_envs)
+
+    _start_acting = off_policy.start_noise
 
     def sample_batch(self) -> dict:
         """A replay minibatch with this update's smoothing noise and actor gate, as ``train_step`` takes it."""
