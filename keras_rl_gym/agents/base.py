@@ -18,6 +18,7 @@ from collections import deque
 import gymnasium as gym
 import keras
 import numpy as np
+from keras import ops
 
 from keras_rl_gym import backend as rl_backend
 from keras_rl_gym.config import agent_annotations, check_type
@@ -417,6 +418,25 @@ class Agent(keras.Model):
     def act_graph(self, obs):
         raise NotImplementedError
 
+    def greedy_graph(self, obs):
+        """The greedy policy in ``keras.ops``: a batch of observations to the env's actions, as ``act`` gives them.
+
+        Observations in, actions out, with everything between (an argmax and a
+        ``Discrete`` space's ``start``, the scaling of a tanh to the action bounds):
+        what an exported policy and an MLflow-served model compute.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no stateless greedy policy to export or serve.")
+
+    def _discrete_actions_graph(self, scores):
+        """``argmax(scores) + start``, as the env's ``Discrete`` space takes them (int64)."""
+        return ops.cast(ops.argmax(scores, axis=-1), "int64") + self._action_start
+
+    def _box_actions_graph(self, actions):
+        """``actions`` clipped to the ``Box`` action space's bounds, in its dtype."""
+        space = self.action_space
+        low, high = ops.convert_to_tensor(space.low), ops.convert_to_tensor(space.high)
+        return ops.cast(ops.clip(actions, low, high), str(space.dtype))
+
     def compute_rl_loss(self, batch):
         raise NotImplementedError
 
@@ -596,6 +616,17 @@ class Agent(keras.Model):
                     f"or a batch (n, {', '.join(map(str, shape))}), got shape {x.shape}."
                 )
         return super().predict(x, *args, **kwargs)
+
+    def export(self, filepath, format="tf_saved_model", verbose=None, **kwargs):
+        """Exports the greedy policy: observations in, the env's actions out (see ``greedy_graph``).
+
+        Not the raw network: the argmax, the scaling to the action bounds and any observation
+        normalization are inside. ``format`` is Keras's: ``"tf_saved_model"`` or ``"onnx"``
+        (see :func:`keras_rl_gym.serving.export_policy` for which backend exports which).
+        """
+        from keras_rl_gym.serving import export_policy
+
+        return export_policy(self, filepath, format=format, verbose=verbose, **kwargs)
 
     def compile(self, *args, **kwargs):
         """Refused: an agent builds its own optimizers and loss from its constructor arguments.

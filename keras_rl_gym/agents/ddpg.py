@@ -151,6 +151,9 @@ class DDPGAgent(Agent):
         """The deterministic policy's actions, scaled to the action bounds: shape ``(batch, n)``."""
         return off_policy.scale_graph(self, self.actor(obs, training=training))
 
+    def greedy_graph(self, obs):
+        return self._box_actions_graph(self.call(obs))
+
     def act_graph(self, obs):
         # Normalized actions: the host scales them (and adds noise in this space).
         return self.actor(obs)

@@ -232,6 +232,9 @@ class DQNAgent(Agent):
     def act_graph(self, obs):
         return ops.argmax(self.q_network(obs), axis=-1)
 
+    def greedy_graph(self, obs):
+        return self._discrete_actions_graph(self.q_network(obs))
+
     def td_target(self, reward, next_obs, terminated, discount=None):
         """The Bellman target ``y`` of a batch of transitions, without gradient."""
         q_next_online = self.q_network(next_obs) if self.double else None

@@ -130,6 +130,12 @@ class DRQNAgent(DQNAgent):
         q, h, c = self.q_network([ops.expand_dims(obs, 1), h, c])
         return ops.argmax(q[:, 0], axis=-1), h, c
 
+    def greedy_graph(self, obs):
+        raise NotImplementedError(
+            "DRQNAgent acts from an LSTM state carried from step to step; an exported or served policy "
+            "takes one observation at a time with no state, so DRQN is not exported or served."
+        )
+
     def _zero_state(self, obs):
         return ops.zeros((ops.shape(obs)[0], self.lstm_size), "float32")
 

@@ -234,6 +234,10 @@ class PolicyAgent(Agent):
             return out, ops.broadcast_to(self.log_std, ops.shape(out)), self.value(obs)
         return out, self.value(obs)
 
+    def greedy_graph(self, obs):
+        out = self.policy_network(obs)
+        return self._box_actions_graph(out) if self.continuous else self._discrete_actions_graph(out)
+
     def log_prob_entropy(self, obs, action, training=True):
         """``(log pi(a|s), entropy of pi(.|s))`` under the current policy."""
         out = self.policy_network(obs, training=training)

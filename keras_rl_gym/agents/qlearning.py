@@ -115,6 +115,9 @@ class QLearningAgent(Agent):
     def act_graph(self, obs):
         return ops.argmax(self(obs), axis=-1)
 
+    def greedy_graph(self, obs):
+        return self._discrete_actions_graph(self(obs))
+
     def compute_rl_loss(self, batch):
         q_next = ops.max(self(batch["next_obs"]), axis=-1)
         terminated = ops.cast(batch["terminated"], "float32")

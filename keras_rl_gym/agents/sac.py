@@ -173,6 +173,9 @@ class SACAgent(Agent):
         mean, _ = self.policy(obs, training=training)
         return off_policy.scale_graph(self, ops.tanh(mean))
 
+    def greedy_graph(self, obs):
+        return self._box_actions_graph(self.call(obs))
+
     def act_graph(self, obs):
         # (batch, 2 n): mean and clipped log_std. The host samples from them (or takes tanh(mean)).
         return ops.concatenate(self.policy(obs), axis=-1)

@@ -347,6 +347,7 @@ class _RaySteps:
         self._pids = [None] * runners.num_runners  # each runner's process, as its last round said
         self._counted = [False] * runners.num_runners  # a death already counted, its new process not seen yet
         self._rates = [[0, 0.0] for _ in range(runners.num_runners)]  # env steps, seconds since the last log
+        self._waits = []  # per round since the last log: (seconds the learner waited, slowest runner's seconds)
         self._rounds = None
 
     # -- the source's methods (see base._LocalSteps) ---------------------------------
@@ -376,11 +377,24 @@ class _RaySteps:
         return next(self._rounds)
 
     def log_values(self) -> dict:
+        """Restarts so far; since the last log, each runner's env steps/s and the rounds' waits.
+
+        ``ray/round_wait_ms``: how long the learner waited for a round's data, per round.
+        ``ray/round_overhead_ms``: that wait less the slowest runner's own stepping time (Ray's
+        dispatch, the transfer of weights and data, the merge), for synchronous rounds, where
+        the learner waits for the whole of each round.
+        """
         logs = {"ray/restarts": float(sum(self.restarts))}
         for r, (steps, seconds) in enumerate(self._rates):
             if seconds > 0:
                 logs[f"ray/runner_{r}_steps_per_second"] = steps / seconds
+        if self._waits:
+            waits = np.asarray(self._waits)
+            logs["ray/round_wait_ms"] = 1e3 * float(waits[:, 0].mean())
+            if self.on_policy:
+                logs["ray/round_overhead_ms"] = 1e3 * float((waits[:, 0] - waits[:, 1]).mean())
         self._rates = [[0, 0.0] for _ in self._rates]
+        self._waits = []
         return logs
 
     def close(self):
@@ -456,7 +470,9 @@ class _RaySteps:
         """Yields ``(actions, Step)`` for each vector step of each round, the runners' envs side by side."""
         pending = self._issue_all()
         while True:
+            waited = time.perf_counter()
             chunks = self._gather(pending)
+            self._waits.append((time.perf_counter() - waited, max(c["seconds"] for c in chunks)))
             remaining = self.end_step - self.agent.env_steps - sum(c["env_steps"] for c in chunks)
             # Off-policy: the next round is collected while this one trains, with the weights of now.
             pending = self._issue_all() if not self.on_policy and remaining > 0 else None
