@@ -42,7 +42,7 @@ from _common import RunClock, Threshold, keras_callback  # noqa: E402
 from keras_rl_gym import PPOAgent  # noqa: E402
 from keras_rl_gym.config import load_config  # noqa: E402
 from keras_rl_gym.distributed import RayRunners  # noqa: E402
-from keras_rl_gym.wrappers.atari import make_atari_env, make_atari_vec_env  # noqa: E402
+from keras_rl_gym.wrappers.atari import make_atari_env  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # benchmarks/atari.py's PPO on Pong (CleanRL's and RL Zoo's Atari values), 128-step rollouts.
@@ -78,7 +78,10 @@ def pong_setup():
         "name": "ALE/Pong-v5",
         "agent": dict(PONG_PPO),
         "make_one": functools.partial(make_atari_env, "ALE/Pong-v5"),
-        "make_local": lambda n: make_atari_vec_env("ALE/Pong-v5", n, vectorization_mode="async"),
+        # The runners' own chain, one subprocess per env; spawned, as this process runs Ray's threads.
+        "make_local": lambda n: gym.vector.AsyncVectorEnv(
+            [functools.partial(make_atari_env, "ALE/Pong-v5")] * n, context="spawn"
+        ),
         "local_mode": "async",
     }
 

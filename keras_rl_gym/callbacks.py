@@ -28,30 +28,83 @@ import keras
 
 
 class ProgressBar(keras.callbacks.Callback):
-    """A progress bar over env steps: episodes, recent mean return, steps/s.
+    """Progress of a ``fit`` over env steps: episodes, recent return, loss, exploration scalars, steps/s, ETA.
 
-    Redrawn at most ``interval`` seconds apart, so it costs nothing per step.
+    On a terminal, one line redrawn in place (a carriage return, no other control
+    codes) at most every ``interval`` seconds. Where stdout is not a terminal (a
+    log file, CI), one plain line every ``log_interval`` seconds and at the end.
+    Counts print as integers. The ETA comes from the rate over the last
+    ``window`` seconds, so the first compiled steps do not weigh on it.
+
+    Args:
+        interval: seconds between redraws on a terminal.
+        log_interval: seconds between lines when stdout is not a terminal.
+        window: seconds of recent progress the rate and ETA are measured over.
+        stream: where to write (default ``sys.stdout``).
     """
 
-    def __init__(self, interval: float = 0.5):
+    # Scalars shown besides the counts, in this order, when fit reports them (loss first).
+    SHOWN = ("loss", "epsilon", "noise_std", "alpha", "clip_range", "learning_rate")
+
+    def __init__(self, interval: float = 0.5, log_interval: float = 10.0, window: float = 20.0, stream=None):
         super().__init__()
-        self.interval = interval
+        self.interval, self.log_interval, self.window = interval, log_interval, window
+        self.stream = stream
 
     def on_train_begin(self, logs=None):
-        self.bar = keras.utils.Progbar(
-            self.params["steps"], unit_name="step", stateful_metrics=["episodes", "return", "steps/s"]
-        )
+        import collections
+        import sys
+
+        self.out = self.stream or sys.stdout
+        self.tty = bool(getattr(self.out, "isatty", lambda: False)())
         self.start = self.last = time.perf_counter()
+        self.recent = collections.deque()  # (time, step) over the last `window` seconds
+        self.width = 0
 
     def on_progress(self, step, logs):
         now = time.perf_counter()
-        if now - self.last < self.interval and step < logs["steps"]:
+        total = logs["steps"]
+        done = step >= total
+        if not done and now - self.last < (self.interval if self.tty else self.log_interval):
             return
         self.last = now
-        values = [("episodes", logs["episodes"]), ("steps/s", step / max(now - self.start, 1e-9))]
-        if not math.isnan(logs["recent_return"]):
-            values.insert(1, ("return", logs["recent_return"]))
-        self.bar.update(min(step, logs["steps"]), values=values, finalize=step >= logs["steps"])
+        self.recent.append((now, step))
+        while len(self.recent) > 2 and now - self.recent[0][0] > self.window:
+            self.recent.popleft()
+        line = self.line(step, total, logs, now)
+        if self.tty:
+            # Redrawn in place; spaces clear what a longer line left.
+            self.out.write("\r" + line.ljust(self.width) + ("\n" if done else ""))
+            self.width = len(line)
+        else:
+            self.out.write(line + "\n")
+        self.out.flush()
+
+    def line(self, step: int, total: int, logs: dict, now: float) -> str:
+        parts = [f"{step}/{total} steps ({100 * step / max(total, 1):.0f}%)", f"episodes {int(logs['episodes'])}"]
+        if not math.isnan(logs.get("recent_return", math.nan)):
+            parts.append(f"return {logs['recent_return']:.1f}")
+        parts += [f"{key} {_short(logs[key])}" for key in self.SHOWN if key in logs]
+        (t0, s0), elapsed = self.recent[0], now - self.start
+        rate = (step - s0) / (now - t0) if now - t0 > 1e-3 and step > s0 else step / max(elapsed, 1e-9)
+        parts.append(f"{rate:.0f} steps/s")
+        if step < total and rate > 0:
+            parts.append(f"ETA {_duration((total - step) / rate)}")
+        else:
+            parts.append(f"in {_duration(elapsed)}")
+        return " | ".join(parts)
+
+
+def _short(value: float) -> str:
+    """A scalar in 4 significant digits (``0.0123``, ``1.2e-05``, ``3812``)."""
+    return f"{value:.4g}"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -80,6 +133,46 @@ def _versions() -> dict:
     return versions
 
 
+# MLflow's UI shows a section per metric-name prefix: fit's logs go under SB3's sections there,
+# while History keeps fit's own names.
+_TIME_KEYS = {"steps_per_second", "episodes", "env_steps", "trained_steps"}
+_ROLLOUT_KEYS = {"episode_return", "episode_length", "interval_mean_return", "epsilon", "noise_std"}
+
+
+def mlflow_key(name: str) -> str:
+    """The MLflow metric name of a ``fit`` log: ``rollout/``, ``train/``, ``eval/`` or ``time/`` in front.
+
+    Example:
+        >>> [mlflow_key(k) for k in ("episode_return", "loss", "eval_mean_return", "steps_per_second", "ray/restarts")]
+        ['rollout/episode_return', 'train/loss', 'eval/mean_return', 'time/steps_per_second', 'ray/restarts']
+    """
+    if "/" in name:
+        return name
+    if name.startswith("eval_"):
+        return "eval/" + name[len("eval_") :]
+    if name in _TIME_KEYS:
+        return "time/" + name
+    return ("rollout/" if name in _ROLLOUT_KEYS else "train/") + name
+
+
+def default_run_name(agent, params: dict) -> str:
+    """``<algo>-<env>-<backend>-s<seed>``: what a run is called unless it is given a name."""
+    from keras_rl_gym.config import algorithm_name
+
+    seed = agent.seed if agent.seed is not None else params.get("seed")
+    parts = [algorithm_name(type(agent)), params.get("env_id") or "env", keras.backend.backend()]
+    return "-".join(parts) + ("" if seed is None else f"-s{seed}")
+
+
+def experiment_link(experiment_id: str, port: int = 5000) -> str:
+    """The experiment's page in ``mlflow ui``, opened on its training runs.
+
+    MLflow 3 opens an experiment in its GenAI view unless the browser was told
+    otherwise; ``workflowType=machine_learning`` in the link says so.
+    """
+    return f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
 def _param_value(value):
     if isinstance(value, dict) and "class_name" in value:  # a serialized Keras object: a user's network
         return f"{value['class_name']}({value.get('config', {}).get('name', '')})"[:500]
@@ -93,20 +186,25 @@ class MLflowLogger(keras.callbacks.Callback):
     Logs the agent's hyperparameters (its ``get_config()``), the backend and
     package versions as params; per-episode return and length, and at every
     ``fit`` interval the loss, epsilon, learning rate and env steps per second,
-    as metrics against the env step; at the end the trained agent (MLflow's
-    Keras flavor, loadable with ``mlflow.pyfunc.load_model``) and a
-    learning-curve PNG. The default store is ``sqlite:///mlflow.db`` in the
-    working directory (``MLFLOW_TRACKING_URI`` overrides it); browse it with
-    ``mlflow ui --backend-store-uri sqlite:///mlflow.db``.
+    as metrics against the env step, in MLflow sections named as SB3 names them
+    (``rollout/``, ``train/``, ``eval/``, ``time/``; ``History`` keeps fit's
+    names); at the end the trained agent (a model ``mlflow.pyfunc.load_model``
+    loads and ``mlflow models serve`` serves, giving actions) and a
+    learning-curve PNG. An ``agent.evaluate`` after that ``fit`` logs its result
+    into the same run as ``eval/*``. The experiment is marked as one of training
+    runs, so MLflow's UI opens it on them. The default store is
+    ``sqlite:///mlflow.db`` in the working directory (``MLFLOW_TRACKING_URI``
+    overrides it); browse it with ``mlflow ui --backend-store-uri sqlite:///mlflow.db``.
 
     Args:
         experiment_name: MLflow experiment to log into.
-        run_name: name of the run (MLflow picks one if ``None``).
+        run_name: name of the run; by default ``<algo>-<env>-<backend>-s<seed>``.
         tracking_uri: overrides the store.
         log_model: log the trained agent at the end.
         extra_params: more params to log (e.g. the run config).
         end_run: end the run when ``fit`` ends (``False`` leaves it open, to log
             evaluation results afterwards; call ``end()`` then).
+        log_system_metrics: also log MLflow's system metrics (CPU, memory) while the run is open.
 
     Example:
         >>> agent.fit(env, steps=10_000, callbacks=[MLflowLogger(run_name="dqn-cartpole")])
@@ -120,8 +218,10 @@ class MLflowLogger(keras.callbacks.Callback):
         log_model: bool = True,
         extra_params: dict | None = None,
         end_run: bool = True,
+        log_system_metrics: bool = False,
     ):
         super().__init__()
+        self.log_system_metrics = log_system_metrics
         self.experiment_name = experiment_name
         self.run_name = run_name
         self.uri = tracking_uri
@@ -140,9 +240,14 @@ class MLflowLogger(keras.callbacks.Callback):
         mlflow.set_tracking_uri(tracking_uri(self.uri))
         self._pending = []
         self.curve = []
+        object.__setattr__(self.model, "_mlflow_run", None)  # a later evaluate logs into this fit's run
         if mlflow.active_run() is None:
-            mlflow.set_experiment(self.experiment_name)
-            mlflow.start_run(run_name=self.run_name)
+            experiment = mlflow.set_experiment(self.experiment_name)
+            if experiment.tags.get("mlflow.experimentKind") is None:
+                # MLflow's own name for an experiment of training runs (its UI's other kind is GenAI).
+                mlflow.set_experiment_tag("mlflow.experimentKind", "custom_model_development")
+            run_name = self.run_name or default_run_name(self.model, self.params)
+            mlflow.start_run(run_name=run_name, log_system_metrics=self.log_system_metrics or None)
             self._started = True
         run = mlflow.active_run()
         self.client = mlflow.MlflowClient()
@@ -175,7 +280,7 @@ class MLflowLogger(keras.callbacks.Callback):
 
         if value is None or not math.isfinite(value):
             return
-        self._pending.append(Metric(key, float(value), int(time.time() * 1000), int(step)))
+        self._pending.append(Metric(mlflow_key(key), float(value), int(time.time() * 1000), int(step)))
 
     def _flush(self):
         # One batched request instead of a round trip per metric.
@@ -210,6 +315,7 @@ class MLflowLogger(keras.callbacks.Callback):
             mlflow.log_figure(self._learning_curve(), "learning_curve.png")
         if self.log_model:
             self._log_agent()
+        object.__setattr__(self.model, "_mlflow_run", (tracking_uri(self.uri), self.run_id))
         if self.end_run:
             self.end()
 
@@ -231,11 +337,9 @@ class MLflowLogger(keras.callbacks.Callback):
         self.end(status="KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
 
     def log_evaluation(self, evaluation: dict, step: int | None = None):
-        """Logs an ``Agent.evaluate`` result as ``eval_*`` metrics."""
-        import mlflow
-
+        """Logs an ``Agent.evaluate`` result as ``eval/*`` metrics (``eval/mean_return``...)."""
         step = self.model.env_steps if step is None else step
-        mlflow.log_metrics({f"eval_{k}": v for k, v in evaluation.items() if isinstance(v, (int, float))}, step=step)
+        log_evaluation(self.run_id, evaluation, step)
 
     def end(self, status: str = "FINISHED"):
         """Ends the run if this callback started it."""
@@ -372,7 +476,7 @@ class EvaluationCallback(keras.callbacks.Callback):
                 env, folder, episode_trigger=lambda episode: episode == 0, disable_logger=True
             )
         try:
-            result = self.model.evaluate(env, episodes=self.episodes, seed=self.seed)
+            result = self.model.evaluate(env, episodes=self.episodes, seed=self.seed, log=False)
         finally:
             env.close()
         self.history.append((step, result))
@@ -390,10 +494,8 @@ class EvaluationCallback(keras.callbacks.Callback):
         self._remember_run()
         if self._run_id is None:
             return
+        log_evaluation(self._run_id, result, step)
         client = mlflow_client()
-        for key, value in result.items():
-            if isinstance(value, (int, float)):
-                client.log_metric(self._run_id, f"eval_{key}", value, step=step)
         if folder is not None:
             client.log_artifacts(self._run_id, folder, artifact_path=f"videos/step_{step}")
 
@@ -402,6 +504,21 @@ def mlflow_client():
     import mlflow
 
     return mlflow.MlflowClient()
+
+
+def log_evaluation(run_id: str, evaluation: dict, step: int, uri: str | None = None) -> None:
+    """Logs an ``Agent.evaluate`` result into the run ``run_id`` as ``eval/*`` metrics at env step ``step``."""
+    import mlflow
+    from mlflow.entities import Metric
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    now = int(time.time() * 1000)
+    metrics = [
+        Metric(mlflow_key(f"eval_{k}"), float(v), now, int(step))
+        for k, v in evaluation.items()
+        if isinstance(v, (int, float))
+    ]
+    client.log_batch(run_id, metrics=metrics)
 
 
 def _active_run_id() -> str | None:

@@ -1,11 +1,15 @@
-"""The ``keras-rl-gym`` command: train an agent from a config file or flags.
+"""The ``keras-rl-gym`` command: train, evaluate, export and sweep agents; list what ships.
 
 Examples::
 
-    keras-rl-gym train configs/dqn-cartpole.json
-    keras-rl-gym train --algo dqn --env CartPole-v1 --steps 20000
-    keras-rl-gym train configs/dqn-cartpole.json --backend jax --no-mlflow
+    keras-rl-gym list                                          # algorithms and shipped configs
+    keras-rl-gym train dqn-cartpole                            # a shipped config, by name
+    keras-rl-gym train configs/dqn-cartpole.json --set agent.learning_rate=3e-4 --set train.steps=20000
+    keras-rl-gym train --algo dqn --env CartPole-v1 --steps 20000 --run-name first-try
     keras-rl-gym train configs/dqn-cartpole.json --resume dqn-cartpole-interrupted.keras
+    keras-rl-gym evaluate agent.keras --episodes 20 --video videos/
+    keras-rl-gym export agent.keras --format onnx policy.onnx
+    keras-rl-gym tune configs/ppo-cartpole.json --space space.yaml --samples 8
 
 Ctrl-C (SIGINT) and SIGTERM stop training the same way: the agent is saved
 (to ``--save``, else to ``<run name>-interrupted.keras``, named on stderr) and
@@ -28,20 +32,40 @@ import signal
 import sys
 import threading
 
+from keras_rl_gym import __version__
+from keras_rl_gym.config import ALGORITHMS
+
+BACKENDS = ["tensorflow", "jax", "torch"]
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="keras-rl-gym", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"keras-rl-gym {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="train an agent and log the run to MLflow")
-    train.add_argument("config", nargs="?", help="a JSON or YAML run config")
-    train.add_argument("--algo", help="algorithm name (overrides the config's)")
+    # What every command that runs Keras takes.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--backend", choices=BACKENDS, help="Keras backend (else $KERAS_BACKEND)")
+    common.add_argument("--debug", action="store_true", help="print the traceback of an error")
+
+    train = sub.add_parser("train", parents=[common], help="train an agent and log the run to MLflow")
+    train.add_argument("config", nargs="?", help="a JSON or YAML run config, or a shipped config's name")
+    train.add_argument("--algo", choices=sorted(ALGORITHMS), help="algorithm (overrides the config's)")
     train.add_argument("--env", help="Gymnasium env id (overrides the config's)")
     train.add_argument("--steps", type=int, help="env steps to train for")
     train.add_argument("--seed", type=int, help="random seed")
     train.add_argument("--num-envs", type=int, help="parallel envs (a Gymnasium vector env)")
-    train.add_argument("--backend", choices=["tensorflow", "jax", "torch"], help="Keras backend (else $KERAS_BACKEND)")
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set a config value, e.g. agent.learning_rate=3e-4 or train.steps=200000 (JSON, else a string); "
+        "checked as the config's own values are; repeatable",
+    )
     train.add_argument("--experiment", help="MLflow experiment name")
+    train.add_argument("--run-name", help="MLflow run name (default: <algo>-<env>-<backend>-s<seed>)")
     train.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    train.add_argument("--system-metrics", action="store_true", help="log MLflow's system metrics (CPU, memory)")
     train.add_argument("--save", help="save the trained agent to this .keras path (also when training stops early)")
     train.add_argument(
         "--resume", metavar="AGENT", help="continue training this saved .keras agent up to the config's train.steps"
@@ -58,12 +82,28 @@ def _parser() -> argparse.ArgumentParser:
         "--ray-address", metavar="ADDRESS", help="'auto' (a `ray start` cluster here) or host:port; default: local"
     )
     train.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    train.add_argument("--debug", action="store_true", help="print the traceback of an error")
+
+    evaluate = sub.add_parser(
+        "evaluate", parents=[common], help="play a saved agent's greedy policy (RL Zoo's enjoy): mean return"
+    )
+    evaluate.add_argument("agent", help="a saved .keras agent")
+    evaluate.add_argument("--env", help="Gymnasium env id (default: the env chain the agent was trained on)")
+    evaluate.add_argument("--episodes", type=int, default=10, help="episodes to play (default 10)")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the first reset (default 0)")
+    evaluate.add_argument("--video", metavar="DIR", help="record every episode to DIR as MP4")
+    evaluate.add_argument("--render", action="store_true", help="show the episodes in a window")
+
+    sub.add_parser("list", help="list the algorithms and the shipped configs")
+
+    export = sub.add_parser("export", parents=[common], help="export a saved agent's greedy policy")
+    export.add_argument("agent", help="a saved .keras agent")
+    export.add_argument("out", help="where to write it (a file for onnx, a folder for tf_saved_model)")
+    export.add_argument("--format", required=True, choices=["onnx", "tf_saved_model"], help="Keras's export format")
 
     tune = sub.add_parser(
-        "tune", help="sweep hyperparameters with Ray Tune; each trial an MLflow run under one parent run"
+        "tune", parents=[common], help="sweep hyperparameters with Ray Tune; each trial an MLflow run under one parent"
     )
-    tune.add_argument("config", help="a JSON or YAML run config: the values not swept")
+    tune.add_argument("config", help="a JSON or YAML run config (or a shipped config's name): the values not swept")
     tune.add_argument(
         "--space", required=True, help="YAML/JSON search space: agent.KEY or train.KEY: {choice|uniform|loguniform}"
     )
@@ -73,8 +113,6 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--output", default="best-config.json", help="the best trial's config, written as JSON")
     tune.add_argument("--ray-address", metavar="ADDRESS", help="'auto' or host:port; default: a local cluster")
     tune.add_argument("--tracking-uri", help="MLflow store (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
-    tune.add_argument("--backend", choices=["tensorflow", "jax", "torch"], help="Keras backend (else $KERAS_BACKEND)")
-    tune.add_argument("--debug", action="store_true", help="print the traceback of an error")
     return parser
 
 
@@ -122,13 +160,48 @@ def build_config(args) -> dict:
         ("steps", args.steps),
         ("seed", args.seed),
         ("experiment", args.experiment),
+        ("run_name", args.run_name),
         ("save_path", args.save),
     ):
         if value is not None:
             train[key] = value
     if args.no_mlflow:
         train["mlflow"] = False
+    if args.system_metrics:
+        train["system_metrics"] = True
+    for assignment in args.set:
+        set_value(config, assignment)
     return config
+
+
+def set_value(config: dict, assignment: str) -> None:
+    """Applies one ``--set KEY=VALUE``: the dotted key's value, read as JSON, else taken as a string.
+
+    The value is checked afterwards with the rest of the config (an agent value against
+    its argument's type), as if the file had held it.
+
+    Example:
+        >>> config = {"agent": {}}
+        >>> set_value(config, "agent.learning_rate=3e-4"); set_value(config, "agent.replay=frames")
+        >>> config["agent"]
+        {'learning_rate': 0.0003, 'replay': 'frames'}
+    """
+    from keras_rl_gym.config import ConfigError
+
+    key, sep, text = assignment.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set takes KEY=VALUE (agent.learning_rate=3e-4), got {assignment!r}.")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = text
+    *sections, name = key.strip().split(".")
+    target = config
+    for section in sections:
+        target = target.setdefault(section, {})
+        if not isinstance(target, dict):
+            raise ConfigError(f"--set {key}: {section} is not a mapping in the config.")
+    target[name] = value
 
 
 def ray_runners(args, config: dict):
@@ -168,7 +241,7 @@ def _report_saved(error: BaseException) -> None:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    if args.backend:
+    if getattr(args, "backend", None):
         keras = sys.modules.get("keras")
         if keras is not None and keras.backend.backend() != args.backend:
             # Only an in-process call gets here (the package does not import Keras):
@@ -184,7 +257,8 @@ def main(argv=None) -> int:
     # Handlers first: a signal while config, MLflow and Keras load (if the package has not loaded them) stops cleanly.
     with stop_on_signals():
         try:
-            return {"train": _train, "tune": _tune}[args.command](args)
+            commands = {"train": _train, "evaluate": _evaluate, "list": _list, "export": _export, "tune": _tune}
+            return commands[args.command](args)
         except KeyboardInterrupt as error:
             signum = getattr(error, "signum", signal.SIGINT)
             print(f"\nkeras-rl-gym: stopped by {signal.Signals(signum).name}", file=sys.stderr)
@@ -200,8 +274,18 @@ def main(argv=None) -> int:
             return 1
 
 
+def _config_error(error, args) -> int:
+    """Reports a config error in one line (also when the error it was made from spans several); exit 2."""
+    if getattr(args, "debug", False):
+        import traceback
+
+        # A ConfigError made from another error (an agent's constructor, gym.make): show where that arose.
+        traceback.print_exc()
+    print(f"keras-rl-gym: config error: {' '.join(str(error).split())}", file=sys.stderr)
+    return 2
+
+
 def _train(args) -> int:
-    from keras_rl_gym.callbacks import tracking_uri
     from keras_rl_gym.config import ConfigError, run
 
     try:
@@ -209,19 +293,124 @@ def _train(args) -> int:
         runners = ray_runners(args, config)
         agent, history, evaluation = run(config, verbose=0 if args.quiet else 1, resume=args.resume, runners=runners)
     except ConfigError as error:
-        if args.debug:
-            import traceback
-
-            # A ConfigError made from another error (an agent's constructor, gym.make): show where that arose.
-            traceback.print_exc()
-        # One line, also when the error it was made from spans several (gymnasium's, an agent's).
-        print(f"keras-rl-gym: config error: {' '.join(str(error).split())}", file=sys.stderr)
-        return 2
+        return _config_error(error, args)
     summary = {k: evaluation[k] for k in ("mean_return", "std_return", "mean_length")}
     print(f"\nEvaluation over {len(evaluation['returns'])} episodes: {json.dumps(summary)}")
-    if config.get("train", {}).get("mlflow", True):
-        uri = tracking_uri()
-        print(f"Logged to MLflow at {uri}. Browse the runs with:\n    mlflow ui --backend-store-uri {uri}")
+    train = config.get("train", {})
+    if train.get("mlflow", True) and agent._mlflow_run is not None:
+        import mlflow
+
+        from keras_rl_gym.callbacks import experiment_link
+
+        uri, run_id = agent._mlflow_run
+        experiment = mlflow.MlflowClient(tracking_uri=uri).get_run(run_id).info.experiment_id
+        print(
+            f"Logged to MLflow at {uri} (run {run_id}). Browse the runs with:\n"
+            f"    mlflow ui --backend-store-uri {uri}\n"
+            f"and open {experiment_link(experiment)}"
+        )
+    return 0
+
+
+def _load_agent(path: str):
+    """A saved agent; a config error naming the file where it cannot be loaded."""
+    from keras_rl_gym.config import ConfigError
+
+    if not os.path.exists(path):
+        raise ConfigError(f"{path} does not exist.")
+    import keras
+
+    import keras_rl_gym.agents  # noqa: F401 - registers the agent classes
+
+    try:
+        return keras.saving.load_model(path)
+    except Exception as error:
+        raise ConfigError(f"Cannot load an agent from {path}: {_first_line(error)}") from error
+
+
+def evaluation_env(agent, env_id: str | None = None, render_mode: str | None = None):
+    """The env to evaluate ``agent`` on: ``env_id``, else the chain it was trained on (saved with it)."""
+    import gymnasium as gym
+
+    from keras_rl_gym.config import ConfigError, make_env
+
+    kwargs = {} if render_mode is None else {"render_mode": render_mode}
+    saved = agent.env_config or {}
+    try:
+        if env_id is not None:
+            return gym.make(env_id, **kwargs)
+        if "config" in saved:
+            return make_env(saved["config"], num_envs=1, training=False, **kwargs)
+        if saved.get("spec"):
+            return gym.make(gym.envs.registration.EnvSpec.from_json(saved["spec"]), **kwargs)
+        if saved.get("env"):
+            return gym.make(saved["env"], **kwargs)
+    except gym.error.Error as error:
+        raise ConfigError(f"Cannot make the env to evaluate on: {error}") from error
+    raise ConfigError("The agent does not say which env it was trained on: give one with --env ID.")
+
+
+def _evaluate(args) -> int:
+    import gymnasium as gym
+
+    from keras_rl_gym.config import ConfigError
+
+    try:
+        if args.episodes < 1:
+            raise ConfigError(f"--episodes must be a positive integer, got {args.episodes}.")
+        agent = _load_agent(args.agent)
+        render_mode = "rgb_array" if args.video else "human" if args.render else None
+        env = evaluation_env(agent, args.env, render_mode)
+        if args.video:
+            env = gym.wrappers.RecordVideo(env, args.video, episode_trigger=lambda _: True, disable_logger=True)
+        try:
+            result = agent.evaluate(env, episodes=args.episodes, seed=args.seed, log=False)
+        except ValueError as error:  # the env's spaces are not the agent's: a DQN on a continuous env
+            raise ConfigError(f"{type(agent).__name__} from {args.agent} cannot play this env: {error}") from None
+        finally:
+            env.close()
+    except ConfigError as error:
+        return _config_error(error, args)
+    saved = agent.env_config or {}
+    env_id = args.env or saved.get("config", saved).get("env", "its env")
+    print(
+        f"{type(agent).__name__} on {env_id}: mean return {result['mean_return']:.2f} +- {result['std_return']:.2f} "
+        f"over {len(result['returns'])} episodes, mean length {result['mean_length']:.1f}"
+    )
+    if args.video:
+        print(f"Videos in {os.path.abspath(args.video)}")
+    return 0
+
+
+def _list(args) -> int:
+    from keras_rl_gym.config import ALGORITHM_SPACES, read_config, shipped_configs
+
+    print('Algorithms (keras-rl-gym train --algo NAME, or a config\'s "algo"):')
+    width = max(map(len, ALGORITHMS))
+    for name, spec in ALGORITHMS.items():
+        print(f"  {name:{width}}  {spec.split(':')[1]:18}  actions: {ALGORITHM_SPACES[name]}")
+    print("\nShipped configs (keras-rl-gym train NAME):")
+    configs = shipped_configs()
+    width = max(map(len, configs))
+    for name, path in configs.items():
+        description = read_config(path).get("description", "")
+        first = description.split(". ")[0].rstrip(".")
+        print(f"  {name:{width}}  {first[:100] + ('...' if len(first) > 100 else '')}")
+    return 0
+
+
+def _export(args) -> int:
+    from keras_rl_gym.config import ConfigError
+
+    try:
+        agent = _load_agent(args.agent)
+        try:
+            agent.export(args.out, format=args.format)
+        except NotImplementedError as error:  # DRQN, or a format this backend does not export
+            raise ConfigError(str(error)) from None
+    except ConfigError as error:
+        return _config_error(error, args)
+    print(f"Exported {type(agent).__name__}'s greedy policy (observations in, actions out) to {args.out}")
     return 0
 
 
@@ -246,8 +435,7 @@ def _tune(args) -> int:
             output=args.output,
         )
     except ConfigError as error:
-        print(f"keras-rl-gym: config error: {' '.join(str(error).split())}", file=sys.stderr)
-        return 2
+        return _config_error(error, args)
     print(f"\nSweep: {len(result['trials'])} trials, MLflow parent run {result['parent_run_id']}")
     for trial in result["trials"]:
         value = trial["eval_mean_return"]

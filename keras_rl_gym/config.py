@@ -50,6 +50,20 @@ ALGORITHMS = {
     "sac": "keras_rl_gym.agents.sac:SACAgent",
 }
 
+# The action spaces each algorithm takes (checked against the agents by tests/test_cli.py).
+ALGORITHM_SPACES = {
+    "qlearning": "Discrete (with Discrete observations: discretize Box ones)",
+    "dqn": "Discrete",
+    "drqn": "Discrete",
+    "reinforce": "Discrete, Box",
+    "actor_critic": "Discrete, Box",
+    "a2c": "Discrete, Box",
+    "ppo": "Discrete, Box",
+    "ddpg": "Box",
+    "td3": "Box",
+    "sac": "Box",
+}
+
 # Wrapper name -> "module:callable(env, **params)"; Gymnasium's own wrappers by their names.
 WRAPPERS = {
     "TimeLimit": "gymnasium.wrappers:TimeLimit",
@@ -81,7 +95,19 @@ TOP_LEVEL_KEYS = {
     "train",
     "name",
 }
-TRAIN_KEYS = {"steps", "seed", "log_every", "eval_episodes", "mlflow", "experiment", "run_name", "save_path"}
+TRAIN_KEYS = {
+    "steps",
+    "seed",
+    "log_every",
+    "eval_episodes",
+    "mlflow",
+    "experiment",
+    "run_name",
+    "save_path",
+    "system_metrics",
+}
+# What makes a config's env: saved with a trained agent, so that evaluation rebuilds the same chain.
+ENV_KEYS = ("env", "env_kwargs", "env_factory", "num_envs", "vectorization_mode", "wrappers")
 
 
 class ConfigError(ValueError):
@@ -98,6 +124,12 @@ def _unknown(keys, allowed, where: str) -> None:
     unknown = sorted(set(keys) - set(allowed))
     if unknown:
         raise ConfigError(f"Unknown {where} key(s) {unknown}. Allowed: {sorted(allowed)}.")
+
+
+def algorithm_name(cls) -> str:
+    """The name an agent class is registered under (``DQNAgent`` -> ``dqn``); its class name otherwise."""
+    path = f"{cls.__module__}:{cls.__name__}"
+    return next((name for name, spec in ALGORITHMS.items() if spec == path), cls.__name__)
 
 
 def agent_class(algo: str):
@@ -234,11 +266,38 @@ def check_agent_values(cls, params: dict, where: str = "agent") -> None:
         check_type(f"{where}.{key}", value, annotations.get(key))
 
 
+# The configs shipped with the package (package data; the repository's configs/ points here).
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def shipped_configs() -> dict[str, Path]:
+    """The shipped configs by name (``dqn-cartpole``: its file)."""
+    return {p.stem: p for p in sorted(CONFIG_DIR.glob("*")) if p.suffix in (".json", ".yaml", ".yml")}
+
+
+def find_config(name) -> Path:
+    """A config file's path: ``name`` itself if it is a file, else the shipped config of that name."""
+    path = Path(name)
+    if path.exists():
+        return path
+    shipped = shipped_configs()
+    stem = path.name.rsplit(".", 1)[0] if path.suffix in (".json", ".yaml", ".yml") else path.name
+    if stem in shipped and path.parent == Path("."):
+        return shipped[stem]
+    raise ConfigError(
+        f"Config file {name} does not exist, nor is it a shipped config (keras-rl-gym list shows them: "
+        f"{', '.join(shipped)})."
+    )
+
+
 def load_config(path) -> dict:
-    """Reads a JSON or YAML config file and validates it."""
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"Config file {path} does not exist.")
+    """Reads a JSON or YAML config file, or a shipped config by name (``dqn-cartpole``), and validates it."""
+    return validate_config(read_config(path))
+
+
+def read_config(path):
+    """A config file's contents as they are, unchecked (see :func:`load_config`)."""
+    path = find_config(path)
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as error:
@@ -261,7 +320,7 @@ def load_config(path) -> dict:
             raise ConfigError(
                 f"{path}, line {error.lineno}, column {error.colno}: invalid JSON: {error.msg}."
             ) from error
-    return validate_config(config)
+    return config
 
 
 def validate_config(config: dict) -> dict:
@@ -299,6 +358,10 @@ def validate_config(config: dict) -> dict:
     seed = train.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise ConfigError(f"train.seed must be an integer or null, got {seed!r}.")
+    for key, kind in (("mlflow", bool), ("system_metrics", bool), ("experiment", str), ("run_name", str)):
+        if key in train and not isinstance(train[key], kind):
+            what = "true or false" if kind is bool else "a string"
+            raise ConfigError(f"train.{key} must be {what}, got {train[key]!r}.")
     return config
 
 
@@ -317,10 +380,14 @@ def _wrap(env, wrappers):
     return env
 
 
-def make_env(config: dict, *, num_envs: int | None = None, training: bool = True):
-    """Builds the env a config describes: one env, or a vector env when ``num_envs > 1``."""
+def make_env(config: dict, *, num_envs: int | None = None, training: bool = True, **env_kwargs):
+    """Builds the env a config describes: one env, or a vector env when ``num_envs > 1``.
+
+    ``env_kwargs`` (``render_mode="rgb_array"``) go to each env's ``gymnasium.make`` or factory
+    besides the config's own ``env_kwargs``.
+    """
     num_envs = config.get("num_envs", 1) if num_envs is None else num_envs
-    kwargs = dict(config.get("env_kwargs", {}))
+    kwargs = {**config.get("env_kwargs", {}), **env_kwargs}
     wrappers = config.get("wrappers", [])
     factory = config.get("env_factory")
 
@@ -442,6 +509,8 @@ def run(config: dict, *, verbose: int = 1, callbacks=None, resume=None, checkpoi
     train = config.get("train", {})
     steps = train.get("steps", 50_000)
     path = os.fspath(checkpoint_path or failure_path(config))
+    # Saved with the agent: `keras-rl-gym evaluate` rebuilds the env chain from it.
+    env_config = {key: config[key] for key in ENV_KEYS if key in config}
     # A resumed fit derives its reset seed from the agent's seed and env steps: no replay of the first episodes.
     seed = None if resume else train.get("seed")
     # With Ray runners, one env here gives the agent its spaces; each runner makes its own.
@@ -452,6 +521,7 @@ def run(config: dict, *, verbose: int = 1, callbacks=None, resume=None, checkpoi
             agent = load_agent(resume, config, env)
         else:
             agent = make_agent(config, env)
+        agent.env_config = {"config": env_config}
         remaining = steps - agent.env_steps
         if resume and verbose:
             print(
@@ -466,9 +536,10 @@ def run(config: dict, *, verbose: int = 1, callbacks=None, resume=None, checkpoi
                 extra.update(resumed_from=os.path.abspath(resume), resumed_at_env_step=agent.env_steps)
             logger = MLflowLogger(
                 experiment_name=train.get("experiment", "keras-rl-gym"),
-                run_name=train.get("run_name") or config.get("name"),
+                run_name=train.get("run_name"),
                 extra_params=extra,
                 end_run=False,
+                log_system_metrics=bool(train.get("system_metrics", False)),
             )
             callbacks.append(logger)
         in_fit = True
@@ -490,11 +561,10 @@ def run(config: dict, *, verbose: int = 1, callbacks=None, resume=None, checkpoi
                 history = keras.callbacks.History()
             in_fit = False
             eval_env = make_env(config, num_envs=1, training=False)
+            # Logged into the fit's MLflow run (eval/*), which the logger left open (end_run=False).
             evaluation = agent.evaluate(
                 eval_env, episodes=train.get("eval_episodes", 10), seed=(train.get("seed") or 0) + 10_000
             )
-            if logger is not None:
-                logger.log_evaluation(evaluation)
             if train.get("save_path"):
                 agent.save(os.fspath(train["save_path"]))
         except BaseException as error:

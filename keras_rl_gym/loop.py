@@ -43,6 +43,21 @@ def as_vector_env(env) -> gym.vector.VectorEnv:
     raise TypeError(f"Expected a gymnasium.Env, a gymnasium.vector.VectorEnv or an env id, got {type(env).__name__}.")
 
 
+def env_config(env) -> dict | None:
+    """What remakes ``env`` (an id, or a ``gymnasium.make``'d env's spec with its wrappers), as JSON data."""
+    if isinstance(env, str):
+        return {"env": env}
+    spec = getattr(env, "spec", None)
+    if spec is None and isinstance(env, gym.vector.VectorEnv):
+        spec = getattr(getattr(env, "envs", [None])[0], "spec", None)
+    if spec is None:
+        return None
+    try:
+        return {"env": spec.id, "spec": spec.to_json()}
+    except (TypeError, ValueError, gym.error.Error):  # a wrapper whose arguments are not JSON
+        return {"env": spec.id}
+
+
 class OneEnvVector(gym.vector.VectorEnv):
     """One env as a vector env of size 1, with ``SyncVectorEnv``'s NEXT_STEP semantics and infos.
 

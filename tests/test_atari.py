@@ -44,6 +44,6 @@ def test_pong_runs_end_to_end_and_logs_an_evaluation_video():
     assert step == 300 and result["mean_length"] > 0
     assert evaluation.videos and all(Path(v).stat().st_size > 0 for v in evaluation.videos)
     run = mlflow.get_run(logger.run_id)
-    assert "eval_mean_return" in run.data.metrics
+    assert "eval/mean_return" in run.data.metrics
     artifacts = [a.path for a in mlflow.MlflowClient().list_artifacts(logger.run_id, "videos/step_300")]
     assert any(path.endswith(".mp4") for path in artifacts), artifacts

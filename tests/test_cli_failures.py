@@ -18,6 +18,7 @@ import pytest
 from probe_envs import CounterEnv
 
 from keras_rl_gym import DQNAgent  # noqa: F401  (registers the class keras.saving.load_model looks up)
+from keras_rl_gym.callbacks import mlflow_key
 from keras_rl_gym.cli import main
 
 FAILING_ENV = "keras-rl-gym-tests/FailingCounter-v0"
@@ -71,7 +72,8 @@ def runs(experiment="failures"):
 
 
 def history(run_id, key):
-    return client().get_metric_history(run_id, key)
+    """fit's log ``key`` as MLflow has it (named with its section: ``train/loss``)."""
+    return client().get_metric_history(run_id, mlflow_key(key))
 
 
 def max_step(run_id, key):
@@ -111,12 +113,12 @@ def test_signal_stops_training_saves_the_agent_and_kills_the_run(tmp_path, signu
             assert proc.poll() is None, f"train exited early: {(tmp_path / 'stderr').read_text()[-2000:]}"
             assert time.time() < deadline, "no second interval was logged within 120 s"
             found = client().search_runs([experiment_id])
-            if found and "loss" in found[0].data.metrics and len(history(found[0].info.run_id, "loss")) >= 2:
+            if found and "train/loss" in found[0].data.metrics and len(history(found[0].info.run_id, "loss")) >= 2:
                 break
             time.sleep(0.2)
         # Stopped there, the episodes that ended since the last interval reach the store only through the
         # flush on the failure.
-        time.sleep(min(10.0, 0.4 * log_every / found[0].data.metrics["steps_per_second"]))
+        time.sleep(min(10.0, 0.4 * log_every / found[0].data.metrics["time/steps_per_second"]))
         proc.send_signal(signum)
         returncode = proc.wait(timeout=120)
     finally:

@@ -85,8 +85,11 @@ def test_mlflow_server_serves_the_run_its_metrics_and_model(trained_run, tmp_pat
         assert params["agent.class"] == "DQNAgent" and params["agent.hidden_sizes"] == "[16]"
         assert params["fit.env_id"] == "CartPole-v1" and "version.keras" in params
         latest = {m["key"] for m in run["data"]["metrics"]}
-        assert {"episode_return", "episode_length", "loss", "epsilon", "learning_rate", "steps_per_second"} <= latest
-        history = rest(base, f"/api/2.0/mlflow/metrics/get-history?run_id={run_id}&metric_key=episode_return")
+        # In the sections MLflow's UI shows: rollout/, train/, time/.
+        expected = {"rollout/episode_return", "rollout/episode_length", "train/loss", "rollout/epsilon"}
+        assert expected | {"train/learning_rate", "time/steps_per_second"} <= latest
+        key = "rollout/episode_return"
+        history = rest(base, f"/api/2.0/mlflow/metrics/get-history?run_id={run_id}&metric_key={key}")
         assert len(history["metrics"]) >= 5 and all(m["value"] >= 1 for m in history["metrics"])
         artifacts = rest(base, f"/api/2.0/mlflow/artifacts/list?run_id={run_id}")
         assert "learning_curve.png" in [f["path"] for f in artifacts["files"]]
@@ -116,7 +119,7 @@ def test_failed_run_keeps_its_logs_and_checkpoint():
     assert run.info.status == "FAILED"
     assert "Non-finite loss" in run.data.tags["error"]
     # What was logged before the failure is kept (the returns themselves are NaN here, so not logged).
-    assert run.data.metrics["episode_length"] == 5.0 and "episode_return" not in run.data.metrics
+    assert run.data.metrics["rollout/episode_length"] == 5.0 and "rollout/episode_return" not in run.data.metrics
     artifacts = [a.path for a in mlflow.MlflowClient().list_artifacts(logger.run_id, "checkpoint")]
     assert artifacts == [f"checkpoint/{agent.name}-last-finite.keras"]
 
@@ -145,7 +148,7 @@ def test_cli_trains_logs_and_saves(capsys, tmp_path):
     assert "Evaluation over 10 episodes" in out and "mlflow ui --backend-store-uri" in out
     assert (tmp_path / "cli.keras").exists()
     runs = mlflow.search_runs(experiment_names=["cli"], output_format="list")
-    assert len(runs) == 1 and "eval_mean_return" in runs[0].data.metrics
+    assert len(runs) == 1 and "eval/mean_return" in runs[0].data.metrics
 
 
 def test_cli_runs_config_file_and_rejects_unknown_keys(tmp_path, capsys):

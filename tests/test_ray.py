@@ -204,12 +204,12 @@ def test_cli_sweep_nests_trials_under_a_parent_and_writes_a_runnable_best_config
     for trial in trials:
         assert trial.info.status == "FINISHED"
         assert {"agent.learning_rate", "agent.batch_size", "sweep.agent.learning_rate"} <= set(trial.data.params)
-        assert "eval_mean_return" in trial.data.metrics
+        assert "eval/mean_return" in trial.data.metrics
     assert parent.info.status == "FINISHED"
     assert json.loads(parent.data.tags["sweep.space"])["agent.batch_size"] == {"choice": [16, 32]}
     # The parent names the best trial (one of the best, where trials tie).
     (best,) = [r for r in trials if r.info.run_id == parent.data.tags["sweep.best_run_id"]]
-    assert best.data.metrics["eval_mean_return"] == max(r.data.metrics["eval_mean_return"] for r in trials)
+    assert best.data.metrics["eval/mean_return"] == max(r.data.metrics["eval/mean_return"] for r in trials)
 
     written = json.loads((tmp_path / "best-config.json").read_text())
     assert written["agent"]["batch_size"] == int(best.data.params["agent.batch_size"])
@@ -231,3 +231,4 @@ def test_cli_train_on_ray_runners_logs_the_cluster(cluster):
     assert run.data.params["ray_runners"] == "2" and run.data.params["ray_envs_per_runner"] == "4"
     assert run.data.params["ray_address"] == address
     assert run.data.metrics["ray/restarts"] == 0.0 and run.data.metrics["ray/runner_1_steps_per_second"] > 0
+    assert run.info.run_name == f"ppo-CartPole-v1-{keras.backend.backend()}-s0"

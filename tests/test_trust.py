@@ -12,7 +12,7 @@ from gymnasium import spaces
 from probe_envs import CounterEnv
 
 from keras_rl_gym import DQNAgent, DRQNAgent, NonFiniteLossError
-from keras_rl_gym.callbacks import Checkpoint, EvaluationCallback, MLflowLogger
+from keras_rl_gym.callbacks import Checkpoint, EvaluationCallback, MLflowLogger, mlflow_key
 from keras_rl_gym.loop import EpisodeLoop
 from keras_rl_gym.wrappers.atari import EpisodicLifeEnv
 
@@ -38,7 +38,8 @@ class FailingEnv(CounterEnv):
 
 
 def metric_steps(run_id, key):
-    return [m.step for m in mlflow.MlflowClient().get_metric_history(run_id, key)]
+    """The steps of fit's log ``key`` in MLflow (where it is named with its section, ``train/loss``)."""
+    return [m.step for m in mlflow.MlflowClient().get_metric_history(run_id, mlflow_key(key))]
 
 
 def test_env_error_saves_the_agent_ends_the_run_failed_and_keeps_metrics_to_the_failing_step(tmp_path):

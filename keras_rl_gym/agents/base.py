@@ -22,7 +22,7 @@ from keras import ops
 
 from keras_rl_gym import backend as rl_backend
 from keras_rl_gym.config import agent_annotations, check_type
-from keras_rl_gym.loop import EpisodeLoop, as_vector_env
+from keras_rl_gym.loop import EpisodeLoop, as_vector_env, env_config
 from keras_rl_gym.networks import user_network
 from keras_rl_gym.spaces import same_space, space_from_config, space_to_config
 
@@ -148,6 +148,7 @@ class _LocalSteps:
         agent._check_env(self.loop.venv)
         self.num_envs = self.loop.num_envs
         self.env_id = _env_id(self.loop.venv)
+        self.env_config = env_config(env)
 
     def start(self, seed, end_step) -> None:
         self.loop.reset(seed)
@@ -171,6 +172,7 @@ class _Interval:
         self.recent_returns = deque(maxlen=100)
         self.returns, self.lengths, self.metrics = [], [], {}
         self.time, self.step = time.perf_counter(), start_step
+        self.last_loss = None
 
     def add_game(self, ret: float, length: int) -> None:
         self.returns.append(ret)
@@ -201,6 +203,16 @@ class _Interval:
 
     def recent_return(self) -> float:
         return float(np.mean(self.recent_returns)) if self.recent_returns else math.nan
+
+    def progress_values(self) -> dict:
+        """What a progress report shows besides the counts: the loss of the updates reported
+        so far in this interval (else the last interval's), and the agent's scalars (epsilon...)."""
+        losses = self.metrics.get("loss")
+        if losses:
+            self.last_loss = float(np.mean(losses))
+        values = {} if self.last_loss is None else {"loss": self.last_loss}
+        values.update(self.agent._log_values())
+        return values
 
 
 class _DeferredSignals:
@@ -338,13 +350,17 @@ class Agent(keras.Model):
         self.updates = 0
         self.episodes = 0
         self.total_steps = None  # the horizon schedules span; set by the first fit
+        # The env it was trained on, as `keras-rl-gym evaluate` rebuilds it: {"config": a run config's env
+        # keys} (config.run) or {"env": id, "spec": gymnasium's EnvSpec as JSON, wrappers included} (fit).
+        self.env_config = None
         self._state = None  # the acting state carried between steps (a recurrent net's h, c)
         self._save_replay = False
         self.last_checkpoint = None  # where the last failed fit saved the agent
+        object.__setattr__(self, "_mlflow_run", None)  # (tracking URI, run id) of the last fit MLflowLogger logged
 
     # Host-side attributes holding NumPy data in lists or dicts (rollouts in
     # progress...): Keras would wrap them in tracked containers.
-    _host_attributes = frozenset({"_state"})
+    _host_attributes = frozenset({"_state", "env_config"})
 
     def __setattr__(self, name, value):
         if name in self._host_attributes or (isinstance(value, _UNTRACKED) and name in self.__dict__):
@@ -718,6 +734,10 @@ class Agent(keras.Model):
         log_every = _check_positive("log_every", log_every)
         # Where the steps come from: the env here, or Ray runners stepping their own copies of it.
         source = _LocalSteps(self, env) if runners is None else runners.connect(self, env)
+        # The env saved with the agent: a run config's (config.run sets it) while it is that env.
+        saved = (self.env_config or {}).get("config", {})
+        if saved.get("env") != source.env_id:
+            self.env_config = getattr(source, "env_config", None) or ({"env": source.env_id} if source.env_id else None)
         if reset_num_steps:
             self.env_steps, self.episodes, self.total_steps = 0, 0, None
         if total_steps is not None:
@@ -728,6 +748,7 @@ class Agent(keras.Model):
         seed = self._reset_seed() if seed is None else seed
         checkpoint_path = os.fspath(checkpoint_path or f"{self.name}-last-finite.keras")
 
+        object.__setattr__(self, "_mlflow_run", None)  # an MLflowLogger among the callbacks sets it at the end
         history = keras.callbacks.History()
         cbs = [history, *(callbacks or [])]
         if verbose:
@@ -805,6 +826,7 @@ class Agent(keras.Model):
                     if t.n_valid and (now >= next_progress or self.env_steps >= due or self.env_steps >= end):
                         next_progress = now + PROGRESS_INTERVAL
                         progress = {"episodes": self.episodes, "recent_return": interval.recent_return()}
+                        progress.update(interval.progress_values())
                         cbs.on_progress(self.env_steps - start, dict(progress, steps=steps))
                         due = cbs.due_step()
                 take(self.runtime.drain(wait=True))  # the last update's metrics: a NaN there still stops fit
@@ -843,14 +865,15 @@ class Agent(keras.Model):
         cbs.on_fit_error(error, dict(logs, checkpoint_path=self.last_checkpoint))
 
     def _check_env(self, venv) -> None:
+        # Actions first: a DQN on a continuous-control env is refused for its actions.
+        if not same_space(venv.single_action_space, self.action_space):
+            raise ValueError(
+                f"The env's action space {venv.single_action_space} does not match the agent's {self.action_space}."
+            )
         if not same_space(venv.single_observation_space, self.observation_space):
             raise ValueError(
                 f"The env's observation space {venv.single_observation_space} does not match "
                 f"the agent's {self.observation_space}."
-            )
-        if not same_space(venv.single_action_space, self.action_space):
-            raise ValueError(
-                f"The env's action space {venv.single_action_space} does not match the agent's {self.action_space}."
             )
 
     def _raise_non_finite(self, metrics: dict, step: int, checkpoint_path: str) -> None:
@@ -865,18 +888,21 @@ class Agent(keras.Model):
         )
 
     # -- evaluation ------------------------------------------------------------
-    def evaluate(self, env=None, episodes: int = 10, *, seed: int | None = None, **kwargs) -> dict:
+    def evaluate(self, env=None, episodes: int = 10, *, seed: int | None = None, log: bool = True, **kwargs) -> dict:
         """Runs the greedy policy for ``episodes`` whole episodes (games, on Atari).
 
         Over a vector env of N envs, env ``i`` plays ``(episodes + i) // N`` of
         them (as SB3's ``evaluate_policy``), so short episodes, which end
         first, are not over-counted. Nothing of training is touched: counters,
         random streams and the recurrent state ``fit`` carries stay as they were.
+        After a ``fit`` that logged to MLflow (``MLflowLogger``), the result goes
+        into that run too, as ``eval/*`` metrics at the agent's env step.
 
         Args:
             env: a ``gymnasium.Env``, vector env or env id.
             episodes: number of complete episodes to average over.
             seed: seed of the reset.
+            log: log the result into the MLflow run of the last ``fit``, if it had one.
 
         Returns:
             ``{"mean_return", "std_return", "mean_length", "returns"}``.
@@ -904,12 +930,18 @@ class Agent(keras.Model):
                         lengths.append(length)
         finally:
             self._state = saved_state
-        return {
+        result = {
             "mean_return": float(np.mean(returns)),
             "std_return": float(np.std(returns)),
             "mean_length": float(np.mean(lengths)),
             "returns": [float(r) for r in returns],
         }
+        if log and self._mlflow_run is not None:
+            from keras_rl_gym.callbacks import log_evaluation
+
+            uri, run_id = self._mlflow_run
+            log_evaluation(run_id, result, self.env_steps, uri=uri)
+        return result
 
     # -- recurrent state -------------------------------------------------------------
     # An agent whose acting carries state from one env step to the next (DRQN's LSTM h, c)
@@ -986,7 +1018,7 @@ class Agent(keras.Model):
 
     def save_assets(self, dir_path):
         """Keras's saving hook: writes the training state (and the replay, if asked) next to the weights."""
-        names = ("env_steps", "updates", "episodes", "total_steps", *self._saved_state)
+        names = ("env_steps", "updates", "episodes", "total_steps", "env_config", *self._saved_state)
         state = {name: _json_number(getattr(self, name)) for name in names}
         state["rng"] = self.rng.bit_generator.state
         with open(os.path.join(dir_path, TRAINING_STATE_FILE), "w") as f:

@@ -53,7 +53,7 @@ class QLearningAgent(Agent):
         Watkins, "Learning from Delayed Rewards", PhD thesis, 1989.
     """
 
-    _host_attributes = frozenset({"_state", "_batch"})
+    _host_attributes = Agent._host_attributes | {"_batch"}
     _saved_state = ("epsilon", "current_alpha")
     hyperparameter_rules = {
         "alpha": between(0, 1, open_low=True),

@@ -48,7 +48,7 @@ class ReinforceAgent(PolicyAgent):
         reinforcement learning", Machine Learning 1992.
     """
 
-    _host_attributes = frozenset({"_state", "_episodes", "_finished"})
+    _host_attributes = PolicyAgent._host_attributes | {"_episodes", "_finished"}
 
     hyperparameter_rules = {"episodes_per_update": POSITIVE}
 

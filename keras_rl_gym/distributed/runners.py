@@ -42,7 +42,7 @@ import gymnasium as gym
 import numpy as np
 import ray
 
-from keras_rl_gym.loop import EpisodeLoop, Step, as_vector_env
+from keras_rl_gym.loop import EpisodeLoop, Step, as_vector_env, env_config
 
 # Vector steps per runner per round for off-policy agents (and REINFORCE, which has no n_steps).
 DEFAULT_ROUND_STEPS = 32
@@ -145,7 +145,9 @@ class RayRunners:
                 f"RayRunners needs {needed:g} CPUs ({self.num_runners} runners x {self.num_cpus_per_runner:g}), "
                 f"the Ray cluster has {available:g}: lower num_runners or num_cpus_per_runner, or add nodes."
             )
-        return _RaySteps(self, agent, make_env, env_id, address)
+        steps = _RaySteps(self, agent, make_env, env_id, address)
+        steps.env_config = env_config(env) if not callable(env) or isinstance(env, (str, gym.Env)) else None
+        return steps
 
 
 def env_factory(env):
