@@ -351,15 +351,26 @@ class MLflowLogger(keras.callbacks.Callback):
 
     # -- artifacts -----------------------------------------------------------------
     def _log_agent(self):
-        import mlflow
-        import numpy as np
-        from mlflow.models import infer_signature
+        import tempfile
+        import warnings
 
-        requirements = [f"{k.split('.', 1)[1]}=={v}" for k, v in _versions().items()]
-        space = self.model.observation_space
-        example = np.stack([space.sample() for _ in range(2)])
-        signature = infer_signature(example, np.asarray(self.model.predict_on_batch(example)))
-        mlflow.keras.log_model(self.model, name="model", pip_requirements=requirements, signature=signature)
+        from keras_rl_gym import serving
+
+        try:
+            serving.greedy_policy(self.model)
+        except NotImplementedError as error:
+            # No stateless policy to serve (DRQN's LSTM state): the run keeps the agent itself.
+            warnings.warn(
+                f"{type(self.model).__name__} is logged as a plain .keras artifact under model/, "
+                f"not as an MLflow model: {error}",
+                stacklevel=2,
+            )
+            with tempfile.TemporaryDirectory() as folder:
+                path = os.path.join(folder, f"{self.model.name}.keras")
+                self.model.save(path)
+                self.client.log_artifact(self.run_id, path, artifact_path="model")
+            return
+        serving.log_model(self.model, name="model")
 
     def _learning_curve(self):
         import matplotlib

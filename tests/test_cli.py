@@ -183,3 +183,25 @@ def test_shipped_configs_are_package_data():
 
     assert os.path.dirname(str(shipped_configs()["ppo-cartpole"])) == str(config.CONFIG_DIR)
     assert json.loads(shipped_configs()["ppo-cartpole"].read_text())["algo"] == "ppo"
+
+
+def test_system_metrics_are_logged_on_request():
+    mlflow.set_system_metrics_sampling_interval(0.5)
+    mlflow.set_system_metrics_samples_before_logging(1)
+    try:
+        env = gym.make("CartPole-v1")
+        agent = DQNAgent(env.observation_space, env.action_space, learning_starts=50, seed=0)
+
+        class Slow(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                import time
+
+                time.sleep(1.0)  # long enough for a sample or two
+
+        logger = MLflowLogger(log_model=False, log_system_metrics=True)
+        agent.fit(env, steps=200, verbose=0, log_every=100, callbacks=[logger, Slow()])
+    finally:
+        mlflow.set_system_metrics_sampling_interval(None)
+        mlflow.set_system_metrics_samples_before_logging(None)
+    metrics = mlflow.MlflowClient().get_run(logger.run_id).data.metrics
+    assert any(key.startswith("system/cpu") for key in metrics), sorted(metrics)

@@ -104,7 +104,7 @@ def test_mlflow_server_serves_the_run_its_metrics_and_model(trained_run, tmp_pat
     # The logged agent loads as a pyfunc model and predicts Q-values.
     pyfunc = mlflow.pyfunc.load_model(f"models:/{model['info']['model_id']}")
     obs = np.random.default_rng(0).normal(size=(5, 4)).astype("float32")
-    q = np.asarray(pyfunc.predict(obs))
+    q = np.asarray(pyfunc.predict(obs, params={"output": "values"}))
     assert q.shape == (5, 2)
     np.testing.assert_allclose(q, np.asarray(agent.predict_on_batch(obs)), rtol=1e-5, atol=1e-6)
 

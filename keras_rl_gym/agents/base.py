@@ -24,6 +24,7 @@ from keras_rl_gym import backend as rl_backend
 from keras_rl_gym.config import agent_annotations, check_type
 from keras_rl_gym.loop import EpisodeLoop, as_vector_env, env_config
 from keras_rl_gym.networks import user_network
+from keras_rl_gym.normalization import ObservationNormalizer, RewardScaler
 from keras_rl_gym.spaces import same_space, space_from_config, space_to_config
 
 
@@ -320,10 +321,21 @@ class Agent(keras.Model):
     (``_observe``) and when it trains (``_train``). ``fit`` runs the loop that
     ties these together, the same for every algorithm.
 
+    The runtimes compile ``acting_graph`` and ``loss_graph``: the algorithm's own
+    ``act_graph`` and ``compute_rl_loss`` on normalized observations, where the
+    agent normalizes them (``normalize_observations``).
+
     Args:
         observation_space: the env's (single) observation space.
         action_space: the env's (single) action space.
         gamma: discount factor.
+        normalize_observations: normalize each observation by the running mean and
+            variance of those ``fit`` has seen (SB3's ``VecNormalize``), inside the
+            compiled act and loss; the statistics are saved with the agent and applied
+            by ``act``, ``evaluate``, export and MLflow serving. ``Box`` observations only.
+        normalize_rewards: divide the rewards the agent learns from by the running
+            standard deviation of the discounted return (SB3's ``norm_reward``); saved too.
+        normalization_clip: normalized observations and rewards are clipped to ``[-c, c]``.
         seed: seeds the weights, exploration and the env's first reset in ``fit``,
             so a run is reproducible on one backend. Only the agent's own
             generators are seeded: the process's global random state is left as it was.
@@ -334,7 +346,18 @@ class Agent(keras.Model):
         if "__init__" in cls.__dict__:
             cls.__init__ = _seeded_init(cls.__init__)
 
-    def __init__(self, observation_space, action_space, *, gamma: float = 0.99, seed: int | None = None, **kwargs):
+    def __init__(
+        self,
+        observation_space,
+        action_space,
+        *,
+        gamma: float = 0.99,
+        normalize_observations: bool = False,
+        normalize_rewards: bool = False,
+        normalization_clip: float = 10.0,
+        seed: int | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.observation_space = space_from_config(observation_space)
         self.action_space = space_from_config(action_space)
@@ -342,7 +365,25 @@ class Agent(keras.Model):
         self._action_start = int(self.action_space.start) if isinstance(self.action_space, gym.spaces.Discrete) else 0
         # A plain dict: Keras would track a user's network in it, ahead of the agent's own networks.
         object.__setattr__(self, "_hyperparameters", {})
-        self._set_hyperparameters(gamma=gamma, seed=seed)
+        self._set_hyperparameters(
+            gamma=gamma,
+            normalize_observations=normalize_observations,
+            normalize_rewards=normalize_rewards,
+            normalization_clip=normalization_clip,
+            seed=seed,
+        )
+        self.obs_normalizer = None
+        if normalize_observations:
+            if not isinstance(self.observation_space, gym.spaces.Box):
+                raise ValueError(
+                    f"{type(self).__name__}: normalize_observations needs Box observations, "
+                    f"got {self.observation_space}."
+                )
+            self.obs_normalizer = ObservationNormalizer(
+                self.observation_space.shape, normalization_clip, name="obs_normalizer"
+            )
+        self._reward_scaler = None  # a RewardScaler while fitting with normalize_rewards
+        self.reward_stats = None  # its statistics of the discounted return, saved with the agent
         self.rng = np.random.default_rng(seed)
         self._runtime = None
         # Training state, saved with the agent (see ``save``): a loaded agent resumes from it.
@@ -360,7 +401,7 @@ class Agent(keras.Model):
 
     # Host-side attributes holding NumPy data in lists or dicts (rollouts in
     # progress...): Keras would wrap them in tracked containers.
-    _host_attributes = frozenset({"_state", "env_config"})
+    _host_attributes = frozenset({"_state", "env_config", "reward_stats", "_reward_scaler"})
 
     def __setattr__(self, name, value):
         if name in self._host_attributes or (isinstance(value, _UNTRACKED) and name in self.__dict__):
@@ -372,7 +413,7 @@ class Agent(keras.Model):
     # Each constructor argument is written once, in the signature: its annotation
     # is its type, ``hyperparameter_rules`` (merged along the class hierarchy)
     # says what values it takes, and ``get_config`` gives back what was set.
-    hyperparameter_rules = {"gamma": between(0.0, 1.0)}
+    hyperparameter_rules = {"gamma": between(0.0, 1.0), "normalization_clip": (lambda v: v > 0, "> 0")}
     # Arguments stored under another attribute name (``loss`` is keras.Model's).
     _attribute_names = {}
     # A base class's arguments that a subclass sets itself (PPO always has a critic):
@@ -430,22 +471,57 @@ class Agent(keras.Model):
         self._hyperparameters[role] = model
         return model
 
-    # -- what an algorithm writes ---------------------------------------------
-    def act_graph(self, obs):
-        raise NotImplementedError
+    # -- observation normalization (keras.ops) ------------------------------------
+    def normalized(self, obs):
+        """``obs`` as the networks see it: normalized where the agent normalizes observations."""
+        return obs if self.obs_normalizer is None else self.obs_normalizer(obs)
+
+    def acting_graph(self, obs):
+        """What the runtimes compile to act: ``act_graph`` on normalized observations.
+
+        A recurrent agent's ``obs`` is ``(observations, *state)``: only the observations are normalized.
+        """
+        if isinstance(obs, (tuple, list)):
+            return self.act_graph((self.normalized(obs[0]), *obs[1:]))
+        return self.act_graph(self.normalized(obs))
+
+    # The batch entries that hold observations (a replay's obs and next_obs).
+    _OBSERVATION_KEYS = ("obs", "next_obs")
+
+    def loss_graph(self, batch):
+        """What the runtimes compile to learn: ``compute_rl_loss`` on normalized observations."""
+        if self.obs_normalizer is not None:
+            batch = {k: self.normalized(v) if k in self._OBSERVATION_KEYS else v for k, v in batch.items()}
+        return self.compute_rl_loss(batch)
 
     def greedy_graph(self, obs):
         """The greedy policy in ``keras.ops``: a batch of observations to the env's actions, as ``act`` gives them.
 
-        Observations in, actions out, with everything between (an argmax and a
-        ``Discrete`` space's ``start``, the scaling of a tanh to the action bounds):
-        what an exported policy and an MLflow-served model compute.
+        Observations in, actions out, with everything between (the observation
+        normalization, an argmax and a ``Discrete`` space's ``start``, the scaling
+        of a tanh to the action bounds): what an exported policy and an
+        MLflow-served model compute. An algorithm writes ``_greedy_graph`` on
+        normalized observations.
         """
+        return self._greedy_graph(self.normalized(obs))
+
+    # -- what an algorithm writes ---------------------------------------------
+    def act_graph(self, obs):
+        raise NotImplementedError
+
+    def _greedy_graph(self, obs):
         raise NotImplementedError(f"{type(self).__name__} has no stateless greedy policy to export or serve.")
 
     def _discrete_actions_graph(self, scores):
-        """``argmax(scores) + start``, as the env's ``Discrete`` space takes them (int64)."""
-        return ops.cast(ops.argmax(scores, axis=-1), "int64") + self._action_start
+        """``argmax(scores) + start``, as the env's ``Discrete`` space takes them (int64).
+
+        The argmax is taken of an integer mask of the maxima (the first of equal maxima, as a
+        float argmax picks): Keras's float argmax on TensorFlow and JAX first tests the sign bit
+        of -0.0 (``Bitcast``), which the ONNX converters write as ops ONNX Runtime rejects, and
+        ``top_k`` does not go through jax2tf into a SavedModel.
+        """
+        best = ops.cast(ops.equal(scores, ops.max(scores, axis=-1, keepdims=True)), "int32")
+        return ops.cast(ops.argmax(best, axis=-1), "int64") + self._action_start
 
     def _box_actions_graph(self, actions):
         """``actions`` clipped to the ``Box`` action space's bounds, in its dtype."""
@@ -784,6 +860,10 @@ class Agent(keras.Model):
             try:
                 self._on_fit_begin(n, steps)
                 self._start_acting(n)
+                # Normalization statistics go on from the saved ones (exact sums, on the host).
+                obs_stats = None if self.obs_normalizer is None else self.obs_normalizer.stats()
+                if self.normalize_rewards:
+                    self._reward_scaler = RewardScaler(self.gamma, self.normalization_clip, self.reward_stats)
                 self._state = self.initial_state(n)
                 self.runtime.hold(steps)
                 source.start(seed, end)
@@ -794,7 +874,14 @@ class Agent(keras.Model):
                     signals.check()
                     actions, t = source.step()
                     take(self.runtime.drain())  # the act ran a waiting update: check it now
-                    self._observe(t.obs, actions, t.reward, t.next_obs, t.terminated, t.truncated, t.valid)
+                    reward = t.reward
+                    if obs_stats is not None and t.n_valid:
+                        # Every observation stored counts once; the act and the loss read the new statistics.
+                        obs_stats.update(t.obs[t.valid])
+                        self.runtime.assign(self.obs_normalizer.values(obs_stats))
+                    if self._reward_scaler is not None:
+                        reward = self._reward_scaler(t.reward, t.terminated | t.truncated, t.valid)
+                    self._observe(t.obs, actions, reward, t.next_obs, t.terminated, t.truncated, t.valid)
                     self.env_steps += t.n_valid
                     for _, ret, length in t.games:
                         self.episodes += 1
@@ -1018,7 +1105,9 @@ class Agent(keras.Model):
 
     def save_assets(self, dir_path):
         """Keras's saving hook: writes the training state (and the replay, if asked) next to the weights."""
-        names = ("env_steps", "updates", "episodes", "total_steps", "env_config", *self._saved_state)
+        if self._reward_scaler is not None:
+            self.reward_stats = self._reward_scaler.stats.state()
+        names = ("env_steps", "updates", "episodes", "total_steps", "env_config", "reward_stats", *self._saved_state)
         state = {name: _json_number(getattr(self, name)) for name in names}
         state["rng"] = self.rng.bit_generator.state
         with open(os.path.join(dir_path, TRAINING_STATE_FILE), "w") as f:

@@ -227,12 +227,12 @@ class DQNAgent(Agent):
     # -- graph (keras.ops) ---------------------------------------------------------
     def call(self, obs, training=False):
         """Q-values of every action, shape ``(batch, n_actions)``."""
-        return self.q_network(obs, training=training)
+        return self.q_network(self.normalized(obs), training=training)
 
     def act_graph(self, obs):
         return ops.argmax(self.q_network(obs), axis=-1)
 
-    def greedy_graph(self, obs):
+    def _greedy_graph(self, obs):
         return self._discrete_actions_graph(self.q_network(obs))
 
     def td_target(self, reward, next_obs, terminated, discount=None):

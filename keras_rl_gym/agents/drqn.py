@@ -122,7 +122,7 @@ class DRQNAgent(DQNAgent):
     def call(self, obs, training=False):
         """Q-values of every action at an episode's first step (a zero state), shape ``(batch, n_actions)``."""
         zeros = self._zero_state(obs)
-        return self.q_network([ops.expand_dims(obs, 1), zeros, zeros], training=training)[0][:, 0]
+        return self.q_network([ops.expand_dims(self.normalized(obs), 1), zeros, zeros], training=training)[0][:, 0]
 
     def act_graph(self, obs):
         # One step of the recurrent net, from and to the carried state.
@@ -130,7 +130,7 @@ class DRQNAgent(DQNAgent):
         q, h, c = self.q_network([ops.expand_dims(obs, 1), h, c])
         return ops.argmax(q[:, 0], axis=-1), h, c
 
-    def greedy_graph(self, obs):
+    def _greedy_graph(self, obs):
         raise NotImplementedError(
             "DRQNAgent acts from an LSTM state carried from step to step; an exported or served policy "
             "takes one observation at a time with no state, so DRQN is not exported or served."

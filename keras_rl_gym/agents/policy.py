@@ -220,7 +220,7 @@ class PolicyAgent(Agent):
     # -- graph (keras.ops) ---------------------------------------------------------
     def call(self, obs, training=False):
         """The policy's logits (Discrete) or mean action (Box)."""
-        return self.policy_network(obs, training=training)
+        return self.policy_network(self.normalized(obs), training=training)
 
     def value(self, obs, training=False):
         """``V(s)``, shape ``(batch,)``; zeros without a critic."""
@@ -234,7 +234,7 @@ class PolicyAgent(Agent):
             return out, ops.broadcast_to(self.log_std, ops.shape(out)), self.value(obs)
         return out, self.value(obs)
 
-    def greedy_graph(self, obs):
+    def _greedy_graph(self, obs):
         out = self.policy_network(obs)
         return self._box_actions_graph(out) if self.continuous else self._discrete_actions_graph(out)
 

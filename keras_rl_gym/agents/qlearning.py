@@ -115,7 +115,7 @@ class QLearningAgent(Agent):
     def act_graph(self, obs):
         return ops.argmax(self(obs), axis=-1)
 
-    def greedy_graph(self, obs):
+    def _greedy_graph(self, obs):
         return self._discrete_actions_graph(self(obs))
 
     def compute_rl_loss(self, batch):

@@ -170,11 +170,12 @@ class SACAgent(Agent):
 
     def call(self, obs, training=False):
         """The mean action ``tanh(mu(s))``, scaled to the action bounds: shape ``(batch, n)``."""
-        mean, _ = self.policy(obs, training=training)
+        mean, _ = self.policy(self.normalized(obs), training=training)
         return off_policy.scale_graph(self, ops.tanh(mean))
 
-    def greedy_graph(self, obs):
-        return self._box_actions_graph(self.call(obs))
+    def _greedy_graph(self, obs):
+        mean, _ = self.policy(obs)
+        return self._box_actions_graph(off_policy.scale_graph(self, ops.tanh(mean)))
 
     def act_graph(self, obs):
         # (batch, 2 n): mean and clipped log_std. The host samples from them (or takes tanh(mean)).

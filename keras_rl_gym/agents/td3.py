@@ -144,10 +144,10 @@ class TD3Agent(Agent):
     # -- graph (keras.ops) ---------------------------------------------------------
     def call(self, obs, training=False):
         """The deterministic policy's actions, scaled to the action bounds: shape ``(batch, n)``."""
-        return off_policy.scale_graph(self, self.actor(obs, training=training))
+        return off_policy.scale_graph(self, self.actor(self.normalized(obs), training=training))
 
-    def greedy_graph(self, obs):
-        return self._box_actions_graph(self.call(obs))
+    def _greedy_graph(self, obs):
+        return self._box_actions_graph(off_policy.scale_graph(self, self.actor(obs)))
 
     def act_graph(self, obs):
         # Normalized actions: the host scales them (and adds noise in this space).

@@ -166,6 +166,15 @@ class Runtime:
         """
         return False
 
+    def assign(self, pairs) -> None:
+        """Sets non-trainable variables (observation statistics) to the values given, as ``[(variable, value)]``.
+
+        Where the runtime holds the agent's state (JAX), the held copies change; the
+        compiled calls read the new values from the next call on.
+        """
+        for variable, value in pairs:
+            variable.assign(value)
+
     def reload(self) -> None:
         """Takes any held state anew from the Keras variables, after a caller assigned them
         (``set_weights`` in a callback). Nothing to do where the compiled calls read the

@@ -74,6 +74,13 @@ class JaxRuntime(FusedRuntime):
         if self.state is not None:
             self.state = self._read_variables()
 
+    def assign(self, pairs):
+        if self.state is None:
+            return super().assign(pairs)
+        position = {id(v): i for i, v in enumerate(self.non_trainable)}
+        for variable, value in pairs:
+            self.state[1][position[id(variable)]] = jnp.asarray(value, dtype=variable.dtype)
+
     def reload_learning_rates(self):
         if self.state is None:
             return
@@ -95,11 +102,11 @@ class JaxRuntime(FusedRuntime):
     # -- pure functions ------------------------------------------------------
     def _act_fn(self, trainable, non_trainable, obs):
         with StatelessScope(state_mapping=self._mapping(trainable, non_trainable)):
-            return self.agent.act_graph(obs)
+            return self.agent.acting_graph(obs)
 
     def _loss_fn(self, trainable, non_trainable, batch):
         with StatelessScope(state_mapping=self._mapping(trainable, non_trainable)) as scope:
-            loss, metrics = self.agent.compute_rl_loss(batch)
+            loss, metrics = self.agent.loss_graph(batch)
         return loss, (metrics, self._new_non_trainable(scope, non_trainable))
 
     @staticmethod

@@ -45,7 +45,7 @@ class TensorFlowRuntime(FusedRuntime):
         super().__init__(agent)
         self.groups, self.gates = split_groups(agent.optimizer_groups())
         self.trainable = [v for _, vs in self.groups for v in vs]
-        self._act = tf.function(agent.act_graph, jit_compile=jit_compile, reduce_retracing=True)
+        self._act = tf.function(agent.acting_graph, jit_compile=jit_compile, reduce_retracing=True)
         self._update = tf.function(self._update_fn, jit_compile=jit_compile)
         self._update_act = tf.function(self._update_act_fn, jit_compile=jit_compile, reduce_retracing=True)
         self._round = tf.function(self._round_fn, jit_compile=jit_compile)
@@ -99,7 +99,7 @@ class TensorFlowRuntime(FusedRuntime):
         """One update; ``ok=False`` (a round's earlier non-finite loss) computes the loss but applies nothing."""
         batch = self._replay_batch(batch)
         with tf.GradientTape() as tape:
-            loss, metrics = self.agent.compute_rl_loss(batch)
+            loss, metrics = self.agent.loss_graph(batch)
         grads = tape.gradient(loss, self.trainable)
         ok = tf.logical_and(ok, tf.math.is_finite(loss))
 
@@ -137,12 +137,12 @@ class TensorFlowRuntime(FusedRuntime):
 
     def _round_act_fn(self, batches, obs):
         metrics = self._round_fn(batches)
-        return metrics, self.agent.act_graph(obs)
+        return metrics, self.agent.acting_graph(obs)
 
     def _update_act_fn(self, batch, obs):
         metrics = self._update_fn(batch)
         # Automatic control dependencies order these reads after the update's writes.
-        return metrics, self.agent.act_graph(obs)
+        return metrics, self.agent.acting_graph(obs)
 
     # -- FusedRuntime hooks ------------------------------------------------------
     def _convert_batch(self, batch):

@@ -7,7 +7,7 @@ a tiny MLP, 2-core CPU). So, as the JAX runtime does with ``jax.jit``, each
 computation is written as a pure function of the variables' values, run once
 under ``make_fx`` to record the ATen ops it reaches, and replayed from then on:
 
-* the gradient: ``compute_rl_loss`` in a ``StatelessScope`` over the given
+* the gradient: ``loss_graph`` (``compute_rl_loss``) in a ``StatelessScope`` over the given
   values, and ``torch.autograd.grad`` of it (the backward ops are recorded too);
 * the optimizer step: Keras's own ``stateless_apply`` of each group, written
   into the variables in place (Keras's torch optimizers update ``foreach``-wise);
@@ -136,7 +136,7 @@ class TorchRuntime(Runtime):
         """``(loss, metrics, gradients, new non-trainable values)`` at the given values."""
         trainable = [t.detach().requires_grad_(True) for t in trainable]
         with StatelessScope(state_mapping=self._mapping(trainable, non_trainable)) as scope:
-            loss, metrics = self.agent.compute_rl_loss({**batch, **gates})
+            loss, metrics = self.agent.loss_graph({**batch, **gates})
         grads = torch.autograd.grad(loss, trainable, allow_unused=True)
         # A term the loss skipped (TD3's actor on a critic-only turn) leaves no gradient; its group is
         # not applied then, and zeros keep the graph's outputs all tensors.
@@ -167,7 +167,7 @@ class TorchRuntime(Runtime):
 
     def _act_fn(self, trainable, non_trainable, obs):
         with StatelessScope(state_mapping=self._mapping(trainable, non_trainable)):
-            return self.agent.act_graph(obs)
+            return self.agent.acting_graph(obs)
 
     # -- Runtime ---------------------------------------------------------------------
     def act(self, obs):
@@ -175,7 +175,7 @@ class TorchRuntime(Runtime):
         args = (*self._values(), obs)
         graph = self._graph("act", self._act_fn, args, _signature(obs))
         with torch.no_grad():
-            out = self.agent.act_graph(obs) if graph is None else graph(*args)
+            out = self.agent.acting_graph(obs) if graph is None else graph(*args)
         return torch.utils._pytree.tree_map(lambda t: t.detach().cpu().numpy(), out)
 
     def update(self, batch):
@@ -207,7 +207,7 @@ class TorchRuntime(Runtime):
 
     def _update_eagerly(self, batch, gates, active):
         """The update through Keras's eager ops, for a loss that could not be recorded."""
-        loss, metrics = self.agent.compute_rl_loss({**batch, **{k: np.float32(v) for k, v in gates.items()}})
+        loss, metrics = self.agent.loss_graph({**batch, **{k: np.float32(v) for k, v in gates.items()}})
         reported = self._to_floats(loss, metrics)
         if not np.isfinite(reported["loss"]):
             return reported

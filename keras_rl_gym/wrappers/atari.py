@@ -26,6 +26,7 @@ when that backend is asked for).
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any
 
 import gymnasium as gym
@@ -55,7 +56,20 @@ def is_atari_env(env_id: str) -> bool:
     return module.startswith("ale_py")
 
 
-class EpisodicLifeEnv(gym.Wrapper):
+# ``-ram`` in an old-style id, before its optional ``NoFrameskip``/``Deterministic`` suffix and its version.
+_RAM_ID = re.compile(r"-ram(?=(NoFrameskip|Deterministic)?-v\d+$)")
+
+
+def _sign_reward(reward: float) -> float:
+    """The reward's sign, -1, 0 or 1: Nature DQN's reward clipping.
+
+    A module-level function, not a lambda, so that ``env.spec`` (which holds
+    ``TransformReward``'s ``func``) pickles and prints by name.
+    """
+    return float(np.sign(reward))
+
+
+class EpisodicLifeEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Ends an episode on each life lost, while the game itself goes on (as SB3's ``EpisodicLifeEnv``).
 
     ``step`` reports ``terminated=True`` when a life is lost, so value
@@ -74,7 +88,9 @@ class EpisodicLifeEnv(gym.Wrapper):
     """
 
     def __init__(self, env: gym.Env):
-        super().__init__(env)
+        # As Gymnasium's own wrappers: recorded in ``env.spec``, so ``gym.make(env.spec)`` rebuilds the chain.
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.Wrapper.__init__(self, env)
         self.lives = 0
         self.was_real_done = True
 
@@ -103,7 +119,7 @@ class EpisodicLifeEnv(gym.Wrapper):
         return obs, info
 
 
-class FireResetEnv(gym.Wrapper):
+class FireResetEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Presses FIRE once after each reset, for games that wait for it (Breakout launches the ball).
 
     Only applies when the game's action meanings include ``"FIRE"``; otherwise
@@ -112,7 +128,8 @@ class FireResetEnv(gym.Wrapper):
     """
 
     def __init__(self, env: gym.Env):
-        super().__init__(env)
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.Wrapper.__init__(self, env)
         meanings = env.unwrapped.get_action_meanings()
         self.fire_action = meanings.index("FIRE") if "FIRE" in meanings else None
 
@@ -127,7 +144,7 @@ class FireResetEnv(gym.Wrapper):
         return obs, info
 
 
-class ChannelsLastObservation(gym.ObservationWrapper):
+class ChannelsLastObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     """Moves the stack axis of ``FrameStackObservation``'s ``(C, H, W)`` frames last: ``(H, W, C)``.
 
     Keras convolutions default to channels-last, so the Q-network reads the
@@ -135,7 +152,8 @@ class ChannelsLastObservation(gym.ObservationWrapper):
     """
 
     def __init__(self, env: gym.Env):
-        super().__init__(env)
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.ObservationWrapper.__init__(self, env)
         space = env.observation_space
         if not isinstance(space, spaces.Box) or len(space.shape) != 3:
             raise ValueError(f"ChannelsLastObservation needs a (C, H, W) Box observation space, got {space}.")
@@ -229,7 +247,7 @@ def make_atari_env(
     if fire_reset and "FIRE" in env.unwrapped.get_action_meanings():
         env = FireResetEnv(env)
     if clip_rewards:
-        env = TransformReward(env, lambda reward: float(np.sign(reward)))
+        env = TransformReward(env, _sign_reward)
     env = FrameStackObservation(env, int(frame_stack))
     return ChannelsLastObservation(env)
 
@@ -326,15 +344,44 @@ def make_atari_ram_env(
 ) -> gym.Env:
     """An Atari env observing the console's 128 bytes of RAM (``Box(0, 255, (128,), uint8)``).
 
-    The tutorial's ``MsPacman-ram-v0`` is ``make_atari_ram_env("ALE/MsPacman-v5")``.
+    Takes an Atari id with or without ``-ram``: ``"ALE/MsPacman-v5"`` and
+    ``"ALE/MsPacman-ram-v5"`` make the same env, as do ``"MsPacmanNoFrameskip-v4"``
+    and ``"MsPacman-ramNoFrameskip-v4"``. Recent ale-py releases register no
+    ``-ram`` ids: RAM is their ``obs_type="ram"``, so a ``-ram`` id is made as
+    the id without it, and ``env.spec`` names that id. The tutorial's
+    ``MsPacman-ram-v0`` is ``make_atari_ram_env("ALE/MsPacman-ram-v5")``.
     The game's own frame skip (4 for ``-v5``) and sticky actions are kept.
     ``RecordEpisodeStatistics`` reports whole-game, unclipped scores; rewards
     are sign-clipped while training (``clip_rewards`` defaults to ``training``).
+
+    Args:
+        env_id: an ale-py Atari id, e.g. ``"ALE/MsPacman-v5"`` or ``"ALE/MsPacman-ram-v5"``.
+        training: whether the env is for training (rewards sign-clipped unless ``clip_rewards`` says otherwise).
+        clip_rewards: clip rewards to their sign; defaults to ``training``.
+        **make_kwargs: passed to ``gymnasium.make`` (``repeat_action_probability``, ``render_mode``...).
+
+    Returns:
+        The wrapped env.
+
+    Raises:
+        ValueError: ``env_id`` is not an Atari id.
+
+    Example:
+        >>> env = make_atari_ram_env("ALE/MsPacman-ram-v5")
+        >>> env.observation_space, env.spec.id
+        (Box(0, 255, (128,), uint8), 'ALE/MsPacman-v5')
     """
     _register_ale()
     if not is_atari_env(env_id):
-        raise ValueError(f"{env_id!r} is not an Atari env (expected an ale-py id such as 'ALE/MsPacman-v5').")
+        # A Gymnasium user's ``-ram`` id: the game's id without it, made with obs_type="ram" below.
+        game_id = _RAM_ID.sub("", env_id)
+        if game_id == env_id or not is_atari_env(game_id):
+            raise ValueError(
+                f"{env_id!r} is not an Atari env (expected an ale-py id such as 'ALE/MsPacman-v5' or "
+                "'ALE/MsPacman-ram-v5')."
+            )
+        env_id = game_id
     env = RecordEpisodeStatistics(gym.make(env_id, obs_type="ram", **make_kwargs))
     if training if clip_rewards is None else clip_rewards:
-        env = TransformReward(env, lambda r: float(np.sign(r)))
+        env = TransformReward(env, _sign_reward)
     return env

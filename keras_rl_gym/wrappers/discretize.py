@@ -7,6 +7,7 @@ the observation is first clipped into the user's finite ``[low, high]`` box.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import gymnasium as gym
@@ -78,13 +79,17 @@ def discretize_observation(
     low = low.astype(dtype).reshape(space.shape)
     high = high.astype(dtype).reshape(space.shape)
     clipped_space = spaces.Box(low=low, high=high, shape=space.shape, dtype=dtype)
-
-    def clip(obs):
-        return np.clip(np.asarray(obs, dtype=dtype), low, high)
+    # A partial of a module-level function, not a closure: ``env.spec`` holds it, and then pickles.
+    clip = functools.partial(_clip, low=low, high=high, dtype=dtype)
 
     # DiscretizeObservation bins the space's own bounds: give it the finite, clipped box.
     env = TransformObservation(env, clip, clipped_space)
     return DiscretizeObservation(env, bins=bins)
+
+
+def _clip(obs, *, low: np.ndarray, high: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``obs`` as ``dtype``, clipped into ``[low, high]``."""
+    return np.clip(np.asarray(obs, dtype=dtype), low, high)
 
 
 def _bounds(value, default, n_dims: int, name: str, space) -> np.ndarray:

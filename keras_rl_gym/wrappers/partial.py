@@ -16,7 +16,7 @@ POSITION_INDICES = {
 }
 
 
-class RemoveVelocity(gym.ObservationWrapper):
+class RemoveVelocity(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     """Keeps only the position components of a ``Box`` observation: velocities must be inferred from history.
 
     CartPole-v1 observes ``[x, x_dot, theta, theta_dot]``; without the velocities
@@ -32,10 +32,15 @@ class RemoveVelocity(gym.ObservationWrapper):
         >>> env = RemoveVelocity(gym.make("CartPole-v1"))
         >>> env.observation_space.shape
         (2,)
+        >>> gym.make(env.spec).observation_space == env.observation_space  # the spec rebuilds the wrapper
+        True
     """
 
     def __init__(self, env: gym.Env, keep: Sequence[int] | None = None):
-        super().__init__(env)
+        # Recorded first, as Gymnasium's wrappers do: ``env.spec`` then carries ``keep``, so
+        # ``gym.make(env.spec)`` (and ``check_env``'s close check) can rebuild this wrapper.
+        gym.utils.RecordConstructorArgs.__init__(self, keep=keep)
+        gym.ObservationWrapper.__init__(self, env)
         space = env.observation_space
         if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
             raise ValueError(f"RemoveVelocity needs a 1-D Box observation space, got {space}.")
