@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # Test processes per backend (pytest-xdist): most of a test's time is single-threaded Python.
 JOBS ?= 2
 
-.PHONY: install run test test-fast lint bench clean
+.PHONY: install run test test-fast lint bench clean browser
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -26,10 +26,15 @@ $(VENV)/.installed: $(BIN)/activate setup.cfg pyproject.toml
 
 install: $(VENV)/.installed
 
+# Debian's chromium, for the test that opens MLflow's UI in a real (headless) browser.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
 run: install
 	KERAS_BACKEND=$(BACKEND) $(BIN)/keras-rl-gym train $(CONFIG)
 
-test: install
+test: install browser
 	@failed=""; \
 	for backend in $(BACKENDS); do \
 		echo "=== KERAS_BACKEND=$$backend"; \

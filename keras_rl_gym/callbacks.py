@@ -164,13 +164,14 @@ def default_run_name(agent, params: dict) -> str:
     return "-".join(parts) + ("" if seed is None else f"-s{seed}")
 
 
-def experiment_link(experiment_id: str, port: int = 5000) -> str:
-    """The experiment's page in ``mlflow ui``, opened on its training runs.
+def experiment_link(experiment_id: str, port: int = 5000, run_id: str | None = None) -> str:
+    """The experiment's page in ``mlflow ui`` (or one run's), opened on its training runs.
 
     MLflow 3 opens an experiment in its GenAI view unless the browser was told
     otherwise; ``workflowType=machine_learning`` in the link says so.
     """
-    return f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    page = f"runs/{run_id}" if run_id else "runs"
+    return f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/{page}?workflowType=machine_learning"
 
 
 def _param_value(value):

@@ -307,7 +307,8 @@ def _train(args) -> int:
         print(
             f"Logged to MLflow at {uri} (run {run_id}). Browse the runs with:\n"
             f"    mlflow ui --backend-store-uri {uri}\n"
-            f"and open {experiment_link(experiment)}"
+            f"and open {experiment_link(experiment)}\n"
+            f"(this run: {experiment_link(experiment, run_id=run_id)})"
         )
     return 0
 
