@@ -14,20 +14,14 @@ def _greedy_return(agent):
     return agent.evaluate(gym.make("CartPole-v1"), episodes=10, seed=1_000)["mean_return"]
 
 
+# PPO's CartPole check, also on Ray runners (tests/test_ray.py), with its 8 envs spread over them.
+PPO_LEARNING = dict(n_steps=32, batch_size=256, n_epochs=20, gae_lambda=0.8, gamma=0.98, learning_rate=1e-3, seed=0)
+
+
 @pytest.mark.learning
 def test_ppo_learns_cartpole():
     envs = gym.make_vec("CartPole-v1", num_envs=8, vectorization_mode="sync")
-    agent = PPOAgent(
-        envs.single_observation_space,
-        envs.single_action_space,
-        n_steps=32,
-        batch_size=256,
-        n_epochs=20,
-        gae_lambda=0.8,
-        gamma=0.98,
-        learning_rate=1e-3,
-        seed=0,
-    )
+    agent = PPOAgent(envs.single_observation_space, envs.single_action_space, **PPO_LEARNING)
     agent.fit(envs, steps=40_000, verbose=0)
     result = _greedy_return(agent)
     print(f"PPO CartPole-v1 after 40k steps: mean return {result:.1f}")

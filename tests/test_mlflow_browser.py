@@ -8,35 +8,12 @@ listed there without a click.
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 
 import keras
+from servers import serving
 
 from keras_rl_gym.cli import main
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for(url: str, seconds: float) -> None:
-    deadline = time.time() + seconds
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        assert time.time() < deadline, f"{url} did not answer within {seconds} s"
-        time.sleep(1.0)
 
 
 def test_the_printed_link_shows_the_run_among_the_training_runs(capsys, tmp_path):
@@ -49,26 +26,12 @@ def test_the_printed_link_shows_the_run_among_the_training_runs(capsys, tmp_path
     assert link, out
     run_name = f"dqn-CartPole-v1-{keras.backend.backend()}-s0"
 
-    port = _free_port()
     store = os.environ["MLFLOW_TRACKING_URI"]
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    server = subprocess.Popen(
-        command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    try:
-        _wait_for(f"http://127.0.0.1:{port}/health", 120)
-        url = link.group(1).replace(":5000/", f":{port}/")
+    with serving(["ui", "--backend-store-uri", store, "--workers", "1"], "/health") as base:
+        url = link.group(1).replace("http://127.0.0.1:5000", base)
         browser = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
         browser += ["--virtual-time-budget=30000", "--dump-dom", url]
         dom = subprocess.run(browser, capture_output=True, text=True, timeout=180).stdout
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
     # The runs table (its "Run Name" column) with the run in it: the training-runs view, no click needed.
     assert "Run Name" in dom, dom[-2000:]
     assert run_name in dom

@@ -2,11 +2,6 @@
 
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 
 import gymnasium as gym
@@ -14,16 +9,11 @@ import mlflow
 import numpy as np
 import pytest
 from probe_envs import CounterEnv
+from servers import serving
 
 from keras_rl_gym import DQNAgent, NonFiniteLossError
 from keras_rl_gym.callbacks import MLflowLogger
 from keras_rl_gym.cli import main
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rest(base, path, body=None):
@@ -44,37 +34,8 @@ def trained_run(tmp_path):
 
 def test_mlflow_server_serves_the_run_its_metrics_and_model(trained_run, tmp_path):
     agent, run_id = trained_run
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--backend-store-uri",
-            os.environ["MLFLOW_TRACKING_URI"],
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                urllib.request.urlopen(base + "/health", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None, "mlflow server exited"
-                assert time.time() < deadline, "mlflow server did not start within 180 s"
-                time.sleep(1)
+    store = os.environ["MLFLOW_TRACKING_URI"]
+    with serving(["server", "--backend-store-uri", store, "--workers", "1"], "/health") as base:
         experiment = rest(base, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=test")["experiment"]
         runs = rest(base, "/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
         assert [r["info"]["run_id"] for r in runs] == [run_id]
@@ -96,10 +57,6 @@ def test_mlflow_server_serves_the_run_its_metrics_and_model(trained_run, tmp_pat
         models = rest(base, "/api/2.0/mlflow/logged-models/search", {"experiment_ids": [experiment["experiment_id"]]})
         (model,) = models["models"]
         assert model["info"]["source_run_id"] == run_id and model["info"]["status"] == "LOGGED_MODEL_READY"
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
-    assert server.returncode is not None
 
     # The logged agent loads as a pyfunc model and predicts Q-values.
     pyfunc = mlflow.pyfunc.load_model(f"models:/{model['info']['model_id']}")

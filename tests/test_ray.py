@@ -16,6 +16,8 @@ import mlflow
 import pytest
 import ray
 from ray.cluster_utils import Cluster
+from test_learning_dqn import SETTINGS as DQN_LEARNING
+from test_learning_pg import PPO_LEARNING
 
 from keras_rl_gym import DQNAgent, PPOAgent
 from keras_rl_gym.callbacks import MLflowLogger
@@ -42,35 +44,11 @@ def _runs():
     return mlflow.search_runs(search_all_experiments=True, output_format="list")
 
 
-DQN_SETTINGS = dict(
-    hidden_sizes=(64, 64),
-    double=True,
-    learning_rate=1e-3,
-    batch_size=64,
-    buffer_size=20_000,
-    learning_starts=1_000,
-    train_freq=2,
-    target_update_every=250,
-    exploration_fraction=0.3,
-    seed=0,
-)
-
-
 @pytest.mark.learning
 def test_ppo_on_two_runners_learns_cartpole_as_the_local_test_does(cluster):
     """tests/test_learning_pg.py's PPO check with its 8 envs as 2 runners x 4: same n_steps, budget, threshold."""
     env = gym.make("CartPole-v1")
-    agent = PPOAgent(
-        env.observation_space,
-        env.action_space,
-        n_steps=32,
-        batch_size=256,
-        n_epochs=20,
-        gae_lambda=0.8,
-        gamma=0.98,
-        learning_rate=1e-3,
-        seed=0,
-    )
+    agent = PPOAgent(env.observation_space, env.action_space, **PPO_LEARNING)
     runners = RayRunners(num_runners=2, envs_per_runner=4)
     history = agent.fit("CartPole-v1", steps=40_000, verbose=0, runners=runners, log_every=4_000)
     result = agent.evaluate(gym.make("CartPole-v1"), episodes=10, seed=1_000)["mean_return"]
@@ -85,7 +63,7 @@ def test_ppo_on_two_runners_learns_cartpole_as_the_local_test_does(cluster):
 def test_dqn_on_two_runners_learns_cartpole(cluster):
     """Off-policy: the runners collect the next round while the learner trains; random play scores ~22."""
     env = gym.make("CartPole-v1")
-    agent = DQNAgent(env.observation_space, env.action_space, **DQN_SETTINGS)
+    agent = DQNAgent(env.observation_space, env.action_space, **DQN_LEARNING)
     agent.fit("CartPole-v1", steps=15_000, verbose=0, runners=RayRunners(num_runners=2, envs_per_runner=1))
     result = agent.evaluate(gym.make("CartPole-v1"), episodes=10, seed=1_000)["mean_return"]
     print(f"DQN CartPole-v1 on 2 Ray runners after 15k steps: mean return {result:.1f}")

@@ -1,14 +1,9 @@
 """Export and MLflow serving of the greedy policy: observations in, the env's actions as ``agent.act`` gives them."""
 
-import contextlib
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import gymnasium as gym
@@ -16,6 +11,7 @@ import keras
 import mlflow
 import numpy as np
 import pytest
+from servers import post, serving
 
 from keras_rl_gym import DQNAgent, DRQNAgent, SACAgent
 from keras_rl_gym.callbacks import MLflowLogger
@@ -118,46 +114,10 @@ def test_logged_model_acts_as_the_agent_in_a_process_without_keras_rl_gym(runs):
     assert any(p.startswith("mlflow==") for p in pins) and not any("keras-rl-gym" in p for p in pins)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def post(url, body):
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=60) as response:
-        return json.loads(response.read())["predictions"]
-
-
 def test_mlflow_models_serve_answers_with_the_agents_actions(runs):
     agent, run_id, obs = runs["dqn"]
-    port = free_port()
-    with open("serve.log", "w") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"runs:/{run_id}/model"]
-            + ["--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
-            # Its uvicorn is found on PATH, next to this interpreter.
-            env={
-                **os.environ,
-                "MLFLOW_TRACKING_URI": runs["uri"],
-                "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
-            },
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                urllib.request.urlopen(base + "/ping", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None, "mlflow models serve exited: " + Path("serve.log").read_text()[-3000:]
-                assert time.time() < deadline, "mlflow models serve did not answer /ping within 180 s"
-                time.sleep(0.5)
+    args = ["models", "serve", "-m", f"runs:/{run_id}/model", "--env-manager", "local"]
+    with serving(args, "/ping", env={**os.environ, "MLFLOW_TRACKING_URI": runs["uri"]}, log="serve.log") as base:
         # As curl would send them: a tensor of observations, then a DataFrame of them asking for Q-values.
         actions = post(base + "/invocations", {"inputs": obs.tolist()})
         assert all(agent.action_space.contains(np.int64(a)) for a in actions)
@@ -165,11 +125,6 @@ def test_mlflow_models_serve_answers_with_the_agents_actions(runs):
         columns = [f"obs_{i}" for i in range(obs.shape[1])]
         split = {"dataframe_split": {"columns": columns, "data": obs.tolist()}, "params": {"output": "values"}}
         np.testing.assert_allclose(post(base + "/invocations", split), agent.predict(obs, verbose=0), atol=1e-5)
-    finally:
-        # The whole group: the server's uvicorn worker too, even if the server itself has exited.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
 
 
 @pytest.mark.parametrize("format", FORMATS)
