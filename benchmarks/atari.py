@@ -77,6 +77,13 @@ PPO = dict(
 )
 
 
+def ppo_agent_kwargs() -> dict:
+    """``PPO`` (SB3's names) as ``PPOAgent``'s arguments, on the Nature CNN."""
+    h = dict(PPO)
+    h["entropy_coef"], h["value_coef"] = h.pop("ent_coef"), h.pop("vf_coef")
+    return dict(h, network="conv", hidden_sizes=(512,))
+
+
 def timed(train, warmup: int, sb3: bool = False) -> dict:
     """Runs ``train(callback)`` on the CartPole benchmarks' clock: env steps/s over the run and after ``warmup``.
 
@@ -197,23 +204,7 @@ def part_ppo(args) -> dict:
     warmup = n * h["n_steps"]  # one rollout and its update (the compile) before the clock starts
     total = warmup + args.ppo_steps
     venv = make_atari_vec_env(args.env, n, backend=args.ppo_vec_backend)
-    agent = PPOAgent(
-        venv.single_observation_space,
-        venv.single_action_space,
-        network="conv",
-        hidden_sizes=(512,),
-        n_steps=h["n_steps"],
-        batch_size=h["batch_size"],
-        n_epochs=h["n_epochs"],
-        learning_rate=h["learning_rate"],
-        clip_range=h["clip_range"],
-        entropy_coef=h["ent_coef"],
-        value_coef=h["vf_coef"],
-        gae_lambda=h["gae_lambda"],
-        gamma=h["gamma"],
-        max_grad_norm=h["max_grad_norm"],
-        seed=args.seed,
-    )
+    agent = PPOAgent(venv.single_observation_space, venv.single_action_space, seed=args.seed, **ppo_agent_kwargs())
     ours = timed(lambda cb: agent.fit(venv, steps=total, verbose=0, callbacks=[cb], log_every=warmup), warmup)
     ours["vec_backend"] = args.ppo_vec_backend
     print(rate_line(f"ppo keras-rl-gym ({keras.backend.backend()}, {args.ppo_vec_backend})", ours))

@@ -56,11 +56,10 @@ def pong_ppo(full: bool, total_envs: int) -> dict:
     rollout, 42x42 frames): on this 2-core CPU a round of the Nature CNN's 4 x 4 minibatch
     updates took minutes under XLA, so it would hide the collection this script measures.
     """
-    h = dict(atari.PPO)
-    h["entropy_coef"], h["value_coef"] = h.pop("ent_coef"), h.pop("vf_coef")
+    h = atari.ppo_agent_kwargs()
     if not full:
         h.update(n_epochs=1, batch_size=h["n_steps"] * total_envs)
-    return dict(h, network="conv", hidden_sizes=(512,))
+    return h
 
 
 def cartpole_setup():
