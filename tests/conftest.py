@@ -28,11 +28,23 @@ def backend():
 
 
 def pytest_collection_modifyitems(config, items):
-    """Learning tests first (a stable sort keeps the rest in file order).
+    """Backend-independent tests run once; learning tests first.
+
+    ``make test`` runs the suite once per backend and sets ``KRG_SKIP_BACKEND_INDEPENDENT=1``
+    for every backend after the first: tests marked ``backend_independent`` (crafted files,
+    the CLI's argument and store checks, README blocks, doctests of modules that do not touch
+    Keras) are then deselected, not skipped, so the counts say what ran.
+
+    Learning tests first (a stable sort keeps the rest in file order).
 
     They take 10-120 s each and the rest mostly under 2 s: pytest-xdist hands out the
     first quarter of the queue round-robin and the rest on demand, so starting the long
     ones first lets the short ones fill in behind them instead of leaving one worker
     alone with a two-minute test at the end.
     """
+    if os.environ.get("KRG_SKIP_BACKEND_INDEPENDENT") == "1":
+        once = [item for item in items if item.get_closest_marker("backend_independent") is not None]
+        if once:
+            config.hook.pytest_deselected(items=once)
+            items[:] = [item for item in items if item.get_closest_marker("backend_independent") is None]
     items.sort(key=lambda item: item.get_closest_marker("learning") is None)
