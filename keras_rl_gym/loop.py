@@ -58,6 +58,17 @@ def env_config(env) -> dict | None:
         return {"env": spec.id}
 
 
+def env_name(env) -> str:
+    """An env's id, else its class name (the innermost env's, under wrappers), for error messages."""
+    spec = getattr(env, "spec", None)
+    if spec is None and isinstance(env, gym.vector.VectorEnv):
+        env = getattr(env, "envs", [env])[0]
+        spec = getattr(env, "spec", None)
+    if spec is not None:
+        return spec.id
+    return type(getattr(env, "unwrapped", env)).__name__
+
+
 class OneEnvVector(gym.vector.VectorEnv):
     """One env as a vector env of size 1, with ``SyncVectorEnv``'s NEXT_STEP semantics and infos.
 
@@ -107,6 +118,12 @@ class OneEnvVector(gym.vector.VectorEnv):
             # A Python int for a Discrete space: its contains() check is ~10 us faster than for np.int64.
             action = int(actions[0]) if self._discrete else actions[0]
             obs, reward, terminated, truncated, info = self.env.step(action)
+            if not isinstance(reward, (int, float)) and np.ndim(reward) != 0:
+                # Refused as SyncVectorEnv refuses it; wrapped in one more axis it would only fail later.
+                raise ValueError(
+                    f"{env_name(self.env)}.step() returned a reward of shape {np.shape(reward)}; a Gymnasium "
+                    "env's reward must be a scalar (a float), e.g. float(reward) or reward.item()."
+                )
         self._ended = bool(terminated or truncated)
         return (
             np.array(obs)[None],
@@ -173,10 +190,40 @@ class EpisodeLoop:
         self.num_envs = venv.num_envs
         self.mode = autoreset_mode(venv)
         self.obs = None
+        # What each batch of observations must be: checked at every step (a tuple compare), so that
+        # an env's fault is named here rather than met as a broadcast error in the agent.
+        space = venv.single_observation_space
+        self._obs_shape = None if space.shape is None else (self.num_envs, *space.shape)
+        self._float_obs = np.dtype(space.dtype).kind == "f" if getattr(space, "dtype", None) is not None else False
+        self.steps = 0  # vector steps since the last reset, for messages
+
+    def _check_obs(self, obs, call: str) -> None:
+        """Refuses observations of another shape than the space's, or non-finite ones, naming the env."""
+        shape = getattr(obs, "shape", None)
+        if self._obs_shape is not None and shape != self._obs_shape:
+            space = self.venv.single_observation_space
+            if shape is not None and len(shape) and shape[0] == self.num_envs:
+                got = f"an observation of shape {shape[1:]}"
+            else:
+                got = f"observations of shape {shape} for {self.num_envs} env(s), not {self._obs_shape}"
+            raise ValueError(
+                f"{env_name(self.venv)}.{call}() returned {got}; its observation space {space} has shape {space.shape}."
+            )
+        # One pass without a temporary: a NaN or inf makes the sum non-finite; a finite sum that
+        # overflowed is told apart by the exact test.
+        if self._float_obs and not np.isfinite(obs.sum()) and not np.isfinite(obs).all():
+            bad = np.flatnonzero(~np.isfinite(obs.reshape(self.num_envs, -1)).all(axis=1)).tolist()
+            raise ValueError(
+                f"{env_name(self.venv)}.{call}() returned a non-finite observation (NaN or inf) at step "
+                f"{self.steps} after the loop's reset (env index {bad[0] if len(bad) == 1 else bad}): "
+                "the agent cannot act on it; fix the env or wrap it to replace such values."
+            )
 
     def reset(self, seed: int | None = None) -> None:
         n = self.num_envs
         self.obs, _ = self.venv.reset(seed=seed)
+        self.steps = 0
+        self._check_obs(self.obs, "reset")
         self.returns = np.zeros(n)
         self.lengths = np.zeros(n, dtype=np.int64)
         self.prev_done = np.zeros(n, dtype=bool)
@@ -186,6 +233,14 @@ class EpisodeLoop:
     def step(self, actions) -> Step:
         obs = self.obs
         next_obs, reward, terminated, truncated, info = self.venv.step(actions)
+        self.steps += 1
+        self._check_obs(next_obs, "step")
+        reward = np.asarray(reward)
+        if reward.shape != (self.num_envs,):
+            raise ValueError(
+                f"{env_name(self.venv)}.step() returned rewards of shape {reward.shape}; a vector env of "
+                f"{self.num_envs} env(s) gives one scalar reward per env, shape ({self.num_envs},)."
+            )
         terminated = np.asarray(terminated, dtype=bool)
         truncated = np.asarray(truncated, dtype=bool)
         done = terminated | truncated

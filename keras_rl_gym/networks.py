@@ -1,7 +1,7 @@
 """Q, policy and value networks: dense, conv (the Nature DQN torso), a dueling head, a Q(s, a) critic.
 
 Every builder returns a functional ``keras.Model``, so networks serialize with
-the agent and ``keras.models.clone_model`` makes their target copies.
+the agent and :func:`copy_network` (``keras.models.clone_model``) makes their target copies.
 """
 
 from __future__ import annotations
@@ -25,13 +25,36 @@ class DuelingCombine(layers.Layer):
         return value + advantage - ops.mean(advantage, axis=-1, keepdims=True)
 
 
+# The Nature torso's (filters, kernel, stride); its three valid convolutions need images of at least
+# 36x36 (36 -> 8 -> 3 -> 1 pixels).
+_NATURE_CONVS = ((32, 8, 4), (64, 4, 2), (64, 3, 1))
+_NATURE_MIN_SIZE = 36
+
+
+def check_conv_shape(obs_shape: Sequence[int], who: str = "") -> None:
+    """Refuses ``network='conv'`` for observations that are not HxWxC images of at least 36x36, in one line."""
+    obs_shape = tuple(obs_shape)
+    prefix = f"{who}: " if who else ""
+    if len(obs_shape) != 3:
+        raise ValueError(
+            f"{prefix}network='conv' needs HxWxC image observations, got shape {obs_shape}; "
+            "use network='dense' for vector observations."
+        )
+    if min(obs_shape[:2]) < _NATURE_MIN_SIZE:
+        raise ValueError(
+            f"{prefix}network='conv' (the Nature DQN torso) needs images of at least "
+            f"{_NATURE_MIN_SIZE}x{_NATURE_MIN_SIZE}, got shape {obs_shape}; resize them or bring your own network."
+        )
+
+
 def _torso(x, network: str, hidden_sizes: Sequence[int], name: str):
     if network == "conv":
+        check_conv_shape(x.shape[1:])
         # Nature DQN (Mnih et al., 2015): uint8 frames are scaled here, inside
         # the network, so the replay buffer can keep them as bytes.
         if x.dtype == "uint8":
             x = layers.Rescaling(1.0 / 255.0, name=f"{name}_scale")(x)
-        for i, (filters, kernel, stride) in enumerate([(32, 8, 4), (64, 4, 2), (64, 3, 1)]):
+        for i, (filters, kernel, stride) in enumerate(_NATURE_CONVS):
             x = layers.Conv2D(filters, kernel, stride, activation="relu", name=f"{name}_conv{i}")(x)
         x = layers.Flatten(name=f"{name}_flatten")(x)
         hidden_sizes = hidden_sizes or (512,)
@@ -172,13 +195,44 @@ def update_target(target: keras.Model, online: keras.Model, tau: float) -> None:
         t.assign(o if tau == 1.0 else t + tau * (o - t))
 
 
+def _copy_layer(layer: layers.Layer) -> layers.Layer:
+    """A new layer like ``layer`` (fresh weights): from its config, a ``Lambda`` with its own function object.
+
+    A ``Lambda``'s config holds its function as bytecode, which Keras's safe mode
+    refuses to load, and which would lose the module globals the function reads.
+    The model being copied is a live object of this process (the user's own), so
+    the copy takes the function itself: no code is deserialized, and safe mode
+    stays on for everything else (files above all).
+    """
+    if isinstance(layer, layers.Lambda):
+        config = layer.get_config()
+        # output_shape may be a function too: the live one (None when Keras infers it).
+        config.update(
+            function=layer.function,
+            output_shape=getattr(layer, "_output_shape", None),
+            mask=layer.mask,
+            arguments=layer.arguments,
+        )
+        return type(layer)(**config)
+    return layer.__class__.from_config(layer.get_config())
+
+
+def copy_network(model: keras.Model) -> keras.Model:
+    """``keras.models.clone_model(model)`` (same architecture, fresh weights) for a model of this process.
+
+    Layers are rebuilt from their configs, in nested models too, except a
+    ``Lambda``, which keeps its live function (see ``_copy_layer``).
+    """
+    return keras.models.clone_model(model, clone_function=_copy_layer, recursive=True)
+
+
 def target_copy(model: keras.Model, name: str | None = None) -> keras.Model:
     """A frozen copy of ``model`` with the same weights: a target network.
 
     ``trainable = False`` makes its weights non-trainable variables of the
     agent, so no optimizer ever sees them and no gradient reaches them.
     """
-    target = keras.models.clone_model(model)
+    target = copy_network(model)
     target.name = name or f"{model.name}_target"
     target.set_weights(model.get_weights())
     target.trainable = False

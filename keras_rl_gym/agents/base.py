@@ -631,8 +631,17 @@ class Agent(keras.Model):
 
         ``training=False`` gives the greedy (deterministic) policy;
         ``training=True`` the exploring one used by ``fit``.
+
+        Raises:
+            ValueError: an observation holds NaN or inf.
         """
         obs = np.asarray(obs)
+        if obs.dtype.kind in "fc" and not np.isfinite(obs).all():
+            # The network would return NaN scores, and their argmax a plausible action 0.
+            raise ValueError(
+                f"{type(self).__name__}.act: non-finite observation (NaN or inf) in "
+                f"{np.size(obs) - int(np.isfinite(obs).sum())} of {np.size(obs)} values, shape {obs.shape}."
+            )
         single = obs.shape == self.observation_space.shape
         batch = obs[None] if single else obs
         actions = self._to_env(self._explore(batch, self.env_steps) if training else self._greedy(batch))

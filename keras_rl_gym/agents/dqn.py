@@ -182,8 +182,8 @@ class DQNAgent(Agent):
         obs_shape = self.observation_space.shape
         if network == "dense" and len(obs_shape) == 3:
             raise ValueError(f"{type(self).__name__}: image observations {obs_shape} need network='conv', not 'dense'.")
-        if network == "conv" and len(obs_shape) != 3:
-            raise ValueError(f"{type(self).__name__}: network='conv' needs HxWxC observations, got shape {obs_shape}.")
+        if network == "conv":
+            networks.check_conv_shape(obs_shape, type(self).__name__)
         if replay == "frames" and len(obs_shape) != 3:
             raise ValueError(f"replay='frames' needs HxWxC stacked-frame observations, got shape {obs_shape}.")
         self.n_actions = int(self.action_space.n)

@@ -11,7 +11,6 @@ their methods (``_observe = off_policy.observe``) rather than inherit them:
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 from gymnasium import spaces
 from keras import ops
@@ -132,7 +131,7 @@ def twin_critics(agent, critic_network):
     if critic_network is None:
         return default("critic1")(), default("critic2")()
     first = agent._network("critic_network", critic_network, None, inputs=[obs, action], output_shape=(1,))
-    second = keras.models.clone_model(first)
+    second = networks.copy_network(first)
     second.name = f"{first.name}_twin"
     return first, second
 

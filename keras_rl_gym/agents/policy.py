@@ -143,6 +143,8 @@ class PolicyAgent(Agent):
         obs_shape = self.observation_space.shape
         if network == "dense" and len(obs_shape) == 3:
             raise ValueError(f"{name}: image observations {obs_shape} need network='conv', not 'dense'.")
+        if network == "conv":
+            networks.check_conv_shape(obs_shape, name)
         if value_network is not None and not self.use_critic:
             raise ValueError(f"{name}: value_network is given, but this agent has no critic (use_critic / baseline).")
         self.value_hidden_sizes = self.value_hidden_sizes or self.hidden_sizes
