@@ -46,6 +46,14 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--backend", choices=BACKENDS, help="Keras backend (else $KERAS_BACKEND)")
     common.add_argument("--debug", action="store_true", help="print the traceback of an error")
+    # What reads a saved agent.
+    loads = argparse.ArgumentParser(add_help=False)
+    loads.add_argument(
+        "--unsafe",
+        action="store_true",
+        help="load a saved network that holds Python code (a keras.layers.Lambda): Keras's safe_mode=False; "
+        "only for a file you trust",
+    )
 
     train = sub.add_parser("train", parents=[common], help="train an agent and log the run to MLflow")
     train.add_argument("config", nargs="?", help="a JSON or YAML run config, or a shipped config's name")
@@ -84,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     evaluate = sub.add_parser(
-        "evaluate", parents=[common], help="play a saved agent's greedy policy (RL Zoo's enjoy): mean return"
+        "evaluate", parents=[common, loads], help="play a saved agent's greedy policy (RL Zoo's enjoy): mean return"
     )
     evaluate.add_argument("agent", help="a saved .keras agent")
     evaluate.add_argument("--env", help="Gymnasium env id (default: the env chain the agent was trained on)")
@@ -92,10 +100,16 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the first reset (default 0)")
     evaluate.add_argument("--video", metavar="DIR", help="record every episode to DIR as MP4")
     evaluate.add_argument("--render", action="store_true", help="show the episodes in a window")
+    evaluate.add_argument(
+        "--trust-env",
+        action="store_true",
+        help="rebuild the saved env even where it names code outside Gymnasium's registry and this package "
+        "(only for a file you trust: Gymnasium imports and calls what a saved spec names)",
+    )
 
     sub.add_parser("list", help="list the algorithms and the shipped configs")
 
-    export = sub.add_parser("export", parents=[common], help="export a saved agent's greedy policy")
+    export = sub.add_parser("export", parents=[common, loads], help="export a saved agent's greedy policy")
     export.add_argument("agent", help="a saved .keras agent")
     export.add_argument("out", help="where to write it (a file for onnx, a folder for tf_saved_model)")
     export.add_argument("--format", required=True, choices=["onnx", "tf_saved_model"], help="Keras's export format")
@@ -313,42 +327,72 @@ def _train(args) -> int:
     return 0
 
 
-def _load_agent(path: str):
-    """A saved agent; a config error naming the file where it cannot be loaded."""
+def _load_agent(path: str, *, unsafe: bool = False):
+    """A saved agent; a config error naming the file and the fault where it cannot be loaded.
+
+    ``unsafe`` passes ``safe_mode=False`` to Keras: only then does a saved network holding
+    Python code (a ``keras.layers.Lambda``) load.
+    """
+    import zipfile
+
     from keras_rl_gym.config import ConfigError
 
     if not os.path.exists(path):
         raise ConfigError(f"{path} does not exist.")
+    if os.path.isdir(path) or not zipfile.is_zipfile(path):
+        raise ConfigError(f"{path} is not a .keras file (a zip archive): is it truncated or corrupted?")
     import keras
 
-    import keras_rl_gym.agents  # noqa: F401 - registers the agent classes
+    from keras_rl_gym.agents import Agent
 
     try:
-        return keras.saving.load_model(path)
+        agent = keras.saving.load_model(path, safe_mode=not unsafe)
     except Exception as error:
-        raise ConfigError(f"Cannot load an agent from {path}: {_first_line(error)}") from error
+        raise ConfigError(f"Cannot load an agent from {path}: {root_cause(error)}") from error
+    if not isinstance(agent, Agent):
+        raise ConfigError(
+            f"{path} holds a {type(agent).__name__}, not a keras-rl-gym agent (save one with agent.save(path))."
+        )
+    return agent
 
 
-def evaluation_env(agent, env_id: str | None = None, render_mode: str | None = None):
-    """The env to evaluate ``agent`` on: ``env_id``, else the chain it was trained on (saved with it)."""
+def root_cause(error: BaseException) -> str:
+    """The innermost error of a chain, in one line.
+
+    Keras reports an error in a loading hook (``load_assets``, ``load_own_variables``) as
+    "A total of N objects could not be loaded. Example error message for object X:", then the
+    hook's own message in the next paragraph: that paragraph is the cause.
+    """
+    seen = set()
+    while (error.__cause__ or error.__context__) is not None and id(error) not in seen:
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    text = str(error)
+    if "Example error message for object" in text:
+        paragraphs = [p for p in text.split("\n\n") if p.strip()]
+        if len(paragraphs) > 1:
+            return " ".join(paragraphs[1].split())
+    return " ".join(_first_line(error).split())
+
+
+def evaluation_env(agent, env_id: str | None = None, render_mode: str | None = None, *, trust: bool = False):
+    """The env to evaluate ``agent`` on: ``env_id``, else the chain it was trained on (saved with it).
+
+    The saved chain is data from a file: it is rebuilt only from Gymnasium's registered ids and
+    the package's own factories and wrappers (:mod:`keras_rl_gym.saved_env`) unless ``trust``.
+    """
     import gymnasium as gym
 
-    from keras_rl_gym.config import ConfigError, make_env
+    from keras_rl_gym.config import ConfigError
+    from keras_rl_gym.saved_env import rebuild_env
 
     kwargs = {} if render_mode is None else {"render_mode": render_mode}
-    saved = agent.env_config or {}
     try:
         if env_id is not None:
             return gym.make(env_id, **kwargs)
-        if "config" in saved:
-            return make_env(saved["config"], num_envs=1, training=False, **kwargs)
-        if saved.get("spec"):
-            return gym.make(gym.envs.registration.EnvSpec.from_json(saved["spec"]), **kwargs)
-        if saved.get("env"):
-            return gym.make(saved["env"], **kwargs)
+        return rebuild_env(agent.env_config, trust=trust, source=f"the saved {type(agent).__name__}", **kwargs)
     except gym.error.Error as error:
         raise ConfigError(f"Cannot make the env to evaluate on: {error}") from error
-    raise ConfigError("The agent does not say which env it was trained on: give one with --env ID.")
 
 
 def _evaluate(args) -> int:
@@ -359,9 +403,9 @@ def _evaluate(args) -> int:
     try:
         if args.episodes < 1:
             raise ConfigError(f"--episodes must be a positive integer, got {args.episodes}.")
-        agent = _load_agent(args.agent)
+        agent = _load_agent(args.agent, unsafe=args.unsafe)
         render_mode = "rgb_array" if args.video else "human" if args.render else None
-        env = evaluation_env(agent, args.env, render_mode)
+        env = evaluation_env(agent, args.env, render_mode, trust=args.trust_env)
         if args.video:
             env = gym.wrappers.RecordVideo(env, args.video, episode_trigger=lambda _: True, disable_logger=True)
         try:
@@ -404,7 +448,7 @@ def _export(args) -> int:
     from keras_rl_gym.config import ConfigError
 
     try:
-        agent = _load_agent(args.agent)
+        agent = _load_agent(args.agent, unsafe=args.unsafe)
         try:
             agent.export(args.out, format=args.format)
         except NotImplementedError as error:  # DRQN, or a format this backend does not export

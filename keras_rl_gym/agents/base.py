@@ -1128,20 +1128,104 @@ class Agent(keras.Model):
             save_buffer(buffer, os.path.join(dir_path, REPLAY_FILE))
 
     def load_assets(self, dir_path):
-        """Keras's loading hook: restores what ``save_assets`` wrote."""
+        """Keras's loading hook: restores what ``save_assets`` wrote, checked against a fixed schema.
+
+        The training state is data from a file: only the names this class saves are set, each
+        checked for its type and range (:data:`TRAINING_STATE_SCHEMA`); an unknown or private
+        key, or a bad value, is an error naming the file and the key. Nothing that touches
+        logging, Keras's own attributes or the networks can be set this way.
+        """
         path = os.path.join(dir_path, TRAINING_STATE_FILE)
         if not os.path.exists(path):
             return  # saved before training state was kept: counters start at 0
-        with open(path) as f:
-            state = json.load(f)
-        self.rng.bit_generator.state = state.pop("rng")
-        for name, value in state.items():
-            setattr(self, name, value)
+        for name, value in read_training_state(path, type(self)).items():
+            if name == "rng":
+                self.rng.bit_generator.state = value
+            else:
+                setattr(self, name, value)
         replay = os.path.join(dir_path, REPLAY_FILE)
         if os.path.exists(replay):
             from keras_rl_gym.buffers import load_buffer
 
             self.buffer = load_buffer(replay)
+
+
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _numbers(value) -> bool:
+    return _finite(value) or (isinstance(value, list) and all(_numbers(v) for v in value))
+
+
+def _rng_state(value) -> bool:
+    # NumPy's own setter checks the generator's name and the state's fields; this checks it is plain data.
+    return isinstance(value, dict) and value.get("bit_generator") == "PCG64" and isinstance(value.get("state"), dict)
+
+
+def _reward_stats(value) -> bool:
+    return value is None or (
+        isinstance(value, dict)
+        and set(value) == {"mean", "var", "count"}
+        and _numbers(value["mean"])
+        and _numbers(value["var"])
+        and _finite(value["count"])
+    )
+
+
+def _env_config(value) -> bool:
+    # Plain JSON data: only `keras-rl-gym evaluate` reads it, and rebuilds an env from it only through
+    # keras_rl_gym.saved_env, which refuses anything but registered ids and the package's own code.
+    return value is None or (isinstance(value, dict) and set(value) <= {"config", "env", "spec"})
+
+
+# What a saved training state may hold: (test, what it must be) per name. An agent restores
+# the base names and those of its class's ``_saved_state``, nothing else.
+TRAINING_STATE_SCHEMA = {
+    "env_steps": (_count, "an integer >= 0"),
+    "updates": (_count, "an integer >= 0"),
+    "episodes": (_count, "an integer >= 0"),
+    "total_steps": (lambda v: v is None or _count(v), "null or an integer >= 0"),
+    "env_config": (_env_config, "null or a mapping of config, env and spec"),
+    "reward_stats": (_reward_stats, "null or running statistics (mean, var, count)"),
+    "rng": (_rng_state, "a NumPy PCG64 generator state"),
+    "epsilon": (lambda v: _finite(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    "current_alpha": (lambda v: _finite(v) and v >= 0, "a number >= 0"),
+    "current_clip_range": (lambda v: _finite(v) and v > 0, "a number > 0"),
+    "current_noise_std": (lambda v: _finite(v) and v >= 0, "a number >= 0"),
+    "_steps_since_train": (_count, "an integer >= 0"),
+    "_steps_since_target": (_count, "an integer >= 0"),
+}
+_BASE_STATE = ("env_steps", "updates", "episodes", "total_steps", "env_config", "reward_stats")
+
+
+def read_training_state(path, cls) -> dict:
+    """The training state in ``path`` as ``cls`` saves it, checked name by name.
+
+    Raises:
+        ValueError: naming the file and the key, for a key ``cls`` does not save (``_mlflow_run``,
+            ``trainable``) or a value of the wrong type or range; or if the file is not JSON.
+    """
+    allowed = {*_BASE_STATE, "rng", *cls._saved_state}
+    where = f"{TRAINING_STATE_FILE} in the saved {cls.__name__}"
+    try:
+        with open(path) as f:
+            state = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{where} is not valid JSON ({error}).") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{where} must hold a mapping, got {type(state).__name__}.")
+    for key, value in state.items():
+        if key not in allowed:
+            raise ValueError(f"{where} has key {key!r}, which is not part of a {cls.__name__}'s training state.")
+        test, what = TRAINING_STATE_SCHEMA[key]
+        if not test(value):
+            raise ValueError(f"{where}: {key} must be {what}, got {value!r:.80}.")
+    return state
 
 
 _constructing = threading.local()
