@@ -417,3 +417,26 @@ def test_exponential_epsilon_schedule_reaches_final():
     history = agent.fit(env, steps=100, verbose=0, log_every=25)
     eps = history.history["epsilon"]
     assert eps[0] > eps[1] > eps[-1] and eps[-1] == pytest.approx(0.05)
+
+
+@pytest.mark.parametrize("prioritized", [False, True])
+def test_the_replay_draws_a_stream_independent_of_the_agents_own(prioritized):
+    """Both generators were default_rng(seed): the replay's sample indices repeated the epsilon coin flips."""
+    env = gym.make("CartPole-v1")
+    agent = DQNAgent(
+        env.observation_space, env.action_space, hidden_sizes=(8,), learning_starts=10, prioritized=prioritized, seed=3
+    )
+    agent.fit(env, steps=20, verbose=0)
+    ours, replays = agent.rng.bit_generator.seed_seq, agent.buffer.rng.bit_generator.seed_seq
+    # Both from the seed 3; the replay's is a spawned child (key (0,)), so the two streams differ from the start.
+    assert (ours.entropy, ours.spawn_key) == (3, ())
+    assert (replays.entropy, replays.spawn_key) == (3, (0,))
+    first = [np.random.default_rng(s).random(64) for s in (ours, replays)]
+    assert np.abs(np.corrcoef(*first)[0, 1]) < 0.5 and not np.array_equal(*first)
+    replays = agent.buffer.rng.bit_generator.state
+    # Still fixed by the seed.
+    again = DQNAgent(
+        env.observation_space, env.action_space, hidden_sizes=(8,), learning_starts=10, prioritized=prioritized, seed=3
+    )
+    again.fit(gym.make("CartPole-v1"), steps=20, verbose=0)
+    assert again.buffer.rng.bit_generator.state == replays

@@ -591,6 +591,16 @@ class Agent(keras.Model):
 
     # -- runtime ------------------------------------------------------------------
     @property
+    def replay_seed(self) -> np.random.SeedSequence | None:
+        """The replay buffer's random stream, a child of ``seed`` (``SeedSequence(seed).spawn``).
+
+        The agent's own generator is ``default_rng(seed)``: a buffer seeded with ``seed`` too
+        would draw the very same numbers (its sample indices in step with the epsilon coin flips).
+        A spawned child is a statistically independent stream, still fixed by ``seed``.
+        """
+        return None if self.seed is None else np.random.SeedSequence(self.seed).spawn(1)[0]
+
+    @property
     def runtime(self):
         if self._runtime is None:
             self._runtime = rl_backend.make_runtime(self)

@@ -195,6 +195,7 @@ class DDPGAgent(Agent):
     # -- host side (NumPy): shared with TD3 and SAC (agents/off_policy.py) -----------------
     _scale = off_policy.scale
     _normalize = off_policy.normalize
+    q_values = off_policy.q_values
     _warmup_actions = off_policy.warmup_actions
     _noise = off_policy.noise
     _explore = off_policy.explore_with_noise

@@ -300,7 +300,7 @@ class DQNAgent(Agent):
                 self.buffer_size,
                 frame_shape=obs_space.shape[:2],
                 stack=obs_space.shape[2],
-                seed=self.seed,
+                seed=self.replay_seed,
                 num_envs=num_envs,
                 dtype=obs_space.dtype,
                 n_step=self.n_step,
@@ -317,7 +317,7 @@ class DQNAgent(Agent):
             }
             if self.n_step > 1:
                 fields["discount"] = ((), np.float32)  # gamma^m of each n-step transition
-            self.buffer = ReplayBuffer(self.buffer_size, fields, seed=self.seed, **prioritized)
+            self.buffer = ReplayBuffer(self.buffer_size, fields, seed=self.replay_seed, **prioritized)
         # Each fit resets its envs: open n-step windows and unreported sampled rows belong to no one now.
         # Frame replay keeps its n-step windows itself, next to the frames.
         uniform = type(self.buffer) is ReplayBuffer

@@ -198,7 +198,7 @@ class DRQNAgent(DQNAgent):
                     "terminated": ((), np.float32),
                     "done": ((), bool),
                 },
-                seed=self.seed,
+                seed=self.replay_seed,
             )
         super()._on_fit_begin(num_envs, steps)  # DQN keeps the buffer set here
 

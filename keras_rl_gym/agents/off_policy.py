@@ -147,6 +147,40 @@ def normalize(self, action: np.ndarray) -> np.ndarray:
     return ((np.asarray(action, np.float32) - self._center) / self._half_range).astype(np.float32)
 
 
+def q_values(self, obs, actions) -> np.ndarray:
+    """Q(s, a) of each critic for observations and env actions: shape ``(batch, critics)``.
+
+    One observation and one action give shape ``(critics,)``. DDPG has one critic, TD3 and
+    SAC two (``Q1``, ``Q2``; their targets take the smaller). Actions are the env's, as
+    ``act`` returns them: they are mapped to the ``[-1, 1]`` the critics were trained on,
+    and observations are normalized as in training where the agent normalizes them.
+
+    Example:
+        >>> import gymnasium as gym
+        >>> from keras_rl_gym import TD3Agent
+        >>> env = gym.make("Pendulum-v1")
+        >>> agent = TD3Agent(env.observation_space, env.action_space, seed=0)
+        >>> obs, _ = env.reset(seed=0)
+        >>> agent.q_values(obs, agent.act(obs)).shape
+        (2,)
+    """
+    obs = np.asarray(obs, dtype=np.float32)
+    actions = np.asarray(actions, dtype=np.float32)
+    single = obs.shape == self.observation_space.shape
+    if single:
+        obs, actions = obs[None], actions.reshape(1, -1)
+    if actions.shape != (len(obs), self.action_dim):
+        raise ValueError(
+            f"{type(self).__name__}.q_values: actions of shape {actions.shape} for {len(obs)} observations; "
+            f"expected ({len(obs)}, {self.action_dim})."
+        )
+    self.sync_weights()  # a backend may hold the trained weights outside the Keras variables during fit
+    critics = [self.critic] if hasattr(self, "critic") else [self.critic1, self.critic2]
+    inputs = [self.normalized(ops.convert_to_tensor(obs)), ops.convert_to_tensor(self._normalize(actions))]
+    values = np.concatenate([ops.convert_to_numpy(critic(inputs)) for critic in critics], axis=-1)
+    return values[0] if single else values
+
+
 def make_replay(self) -> None:
     """Allocates the replay of ``(obs, normalized action, reward, next_obs, terminated)``, once."""
     if self.buffer is not None:
@@ -161,7 +195,7 @@ def make_replay(self) -> None:
             "next_obs": (obs_space.shape, obs_space.dtype),
             "terminated": ((), np.float32),
         },
-        seed=self.seed,
+        seed=self.replay_seed,
     )
 
 

@@ -247,6 +247,7 @@ class SACAgent(Agent):
     # -- host side (NumPy): shared with DDPG and TD3 (agents/off_policy.py) -----------------
     _scale = off_policy.scale
     _normalize = off_policy.normalize
+    q_values = off_policy.q_values
     _warmup_actions = off_policy.warmup_actions
     _observe = off_policy.observe
     _train = off_policy.train
