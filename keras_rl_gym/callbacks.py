@@ -117,6 +117,186 @@ def tracking_uri(uri: str | None = None) -> str:
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
+# Seconds the check of a tracking server waits for its answer, with no retry: MLflow's client
+# retries for minutes by default, which would only show a wrong URI after the whole run.
+PROBE_TIMEOUT = 5
+_PREPARED = set()  # stores checked (and created) in this process
+
+
+def prepare_tracking_store(uri: str | None = None) -> str:
+    """Checks that the MLflow store ``uri`` can be used, in seconds, before anything trains; returns it.
+
+    * ``http(s)://``: one request, ``PROBE_TIMEOUT`` seconds and no retries.
+    * ``sqlite:///PATH``: PATH's directory must exist and be writable; a new store is created
+      here, under a lock file (``PATH.lock``, ``fcntl.flock``) that several processes starting
+      on the same new file take in turn: two at once would both run MLflow's schema migration.
+    * a file store (``file:``, a plain path): its folder must be one that can be created.
+
+    Other stores are left to MLflow. Each store is checked once per process.
+
+    Raises:
+        ConnectionError: one line naming the store and what is wrong with it.
+    """
+    uri = tracking_uri(uri)
+    if uri in _PREPARED:
+        return uri
+    scheme = uri.split(":", 1)[0].lower() if "://" in uri or uri.startswith("sqlite:") else "file"
+    if scheme in ("http", "https"):
+        _probe_server(uri)
+    elif scheme.startswith("sqlite"):
+        _prepare_sqlite(uri)
+    elif scheme == "file" and uri not in ("databricks", "databricks-uc", "uc"):  # those are no paths
+        folder = uri[len("file://") :] if uri.startswith("file://") else uri
+        fault = output_path_fault(folder, directory=True)
+        if fault:
+            raise ConnectionError(f"Cannot use the MLflow tracking store {uri}: {fault}.")
+    _PREPARED.add(uri)
+    return uri
+
+
+def _probe_server(uri: str) -> None:
+    import mlflow
+
+    limits = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(PROBE_TIMEOUT)}
+    # Only for this request: MLflow reads them at each call; the run's own requests keep the user's.
+    before = {name: os.environ.get(name) for name in limits}
+    os.environ.update(limits)
+    try:
+        mlflow.MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as error:  # noqa: BLE001 - any failure here is the store's
+        raise ConnectionError(
+            f"Cannot reach the MLflow tracking server {uri}: {_cause(error)} "
+            "(set MLFLOW_TRACKING_URI to a store that works, or train with --no-mlflow)."
+        ) from None
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _prepare_sqlite(uri: str) -> None:
+    import contextlib
+
+    import mlflow
+
+    rest = uri.split(":", 1)[1]
+    path = rest[3:].split("?", 1)[0] if rest.startswith("///") else ""
+    if not path or path == ":memory:":
+        return  # in memory: nothing to check
+    fault = output_path_fault(path, suffix=None)
+    if fault:
+        raise ConnectionError(f"Cannot use the MLflow tracking store {uri}: {fault}.")
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; first uses there are not serialized
+        fcntl = None
+    with contextlib.ExitStack() as stack:
+        if fcntl is not None:
+            lock = stack.enter_context(open(path + ".lock", "a"))
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        try:
+            # The first use creates the tables, runs the migrations and makes the Default experiment.
+            mlflow.MlflowClient(uri).search_experiments(max_results=1)
+        except Exception as error:  # noqa: BLE001
+            raise ConnectionError(f"Cannot use the MLflow tracking store {uri}: {_cause(error)}.") from None
+
+
+def _cause(error: BaseException) -> str:
+    """What went wrong, in a few words: the OS's reason (``Connection refused``) where the error holds one."""
+    import re
+
+    text = " ".join(str(error).split())
+    found = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text)
+    if found:
+        return found.group(1).strip().rstrip(":").strip()
+    if "timed out" in text.lower():
+        return f"no answer within {PROBE_TIMEOUT} s"
+    return f"{type(error).__name__}: {text[:300]}"
+
+
+def output_path_fault(path, *, directory: bool = False, suffix: str | None = ".keras") -> str | None:
+    """Why a file (or with ``directory=True``, a folder created if missing) cannot be written at ``path``.
+
+    ``None`` where it can, as far as can be told without writing: the folder it goes into
+    exists (for a folder: it or its nearest existing parent is a folder) and is writable,
+    nothing in its way is a file, and the name ends in ``suffix``.
+
+    Example:
+        >>> output_path_fault("/dev/null/agent.keras")
+        '/dev/null is not a directory'
+        >>> output_path_fault("agent.h5")
+        'the file name must end in .keras'
+    """
+    path = os.path.abspath(os.fspath(path))
+    if directory:
+        if os.path.exists(path) and not os.path.isdir(path):
+            return f"{path} exists and is not a directory"
+        folder = path
+    else:
+        if suffix and not path.endswith(suffix):
+            return f"the file name must end in {suffix}"
+        if os.path.isdir(path):
+            return f"{path} is a directory"
+        folder = os.path.dirname(path)
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return f"{existing} is not a directory"
+    if existing != folder and not directory:
+        return f"the directory {folder} does not exist"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"the directory {existing} is not writable"
+    if not directory and os.path.exists(path) and not os.access(path, os.W_OK):
+        return f"{path} is not writable"
+    return None
+
+
+def check_output_paths(checkpoint_path=None, callbacks=()) -> None:
+    """Raises a one-line ``ValueError`` for the first file ``fit`` would write and cannot: its
+    ``checkpoint_path``, a callback's (``output_paths()``: a :class:`Checkpoint`'s directory, an
+    :class:`EvaluationCallback`'s ``save_best``). Found before training, not after it."""
+    paths = [] if checkpoint_path is None else [("checkpoint_path", checkpoint_path, False)]
+    for callback in callbacks or ():
+        paths += getattr(callback, "output_paths", list)()
+    for what, path, directory in paths:
+        fault = output_path_fault(path, directory=directory)
+        if fault:
+            raise ValueError(f"{what} {os.fspath(path)} cannot be written: {fault}.")
+
+
+def save_agent(agent, path, **kwargs) -> str | None:
+    """Saves ``agent`` to ``path``; where that fails, under a new name in the working directory, else in
+    the temporary directory. Returns where it was saved (``None`` if nowhere), warning of a fallback."""
+    import tempfile
+    import warnings
+
+    path = os.fspath(path)
+    try:
+        agent.save(path, **kwargs)
+        return path
+    except Exception as error:  # noqa: BLE001 - the next place is tried
+        first = error
+    stem = os.path.basename(path).removesuffix(".keras") or agent.name
+    for folder in (os.getcwd(), tempfile.gettempdir()):
+        candidate = os.path.join(folder, f"{stem}.keras")
+        n = 1
+        while os.path.exists(candidate):  # never over a file that is there already
+            candidate, n = os.path.join(folder, f"{stem}-{n}.keras"), n + 1
+        try:
+            agent.save(candidate, **kwargs)
+        except Exception:  # noqa: BLE001, S112
+            continue
+        warnings.warn(
+            f"Could not save the agent to {path} ({_cause(first)}); saved it to {candidate} instead.", stacklevel=2
+        )
+        return candidate
+    warnings.warn(f"Could not save the agent to {path}, nor anywhere else: {_cause(first)}", stacklevel=2)
+    return None
+
+
 def _versions() -> dict:
     from importlib import metadata
 
@@ -238,7 +418,8 @@ class MLflowLogger(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         import mlflow
 
-        mlflow.set_tracking_uri(tracking_uri(self.uri))
+        # A store that cannot be reached fails here, in seconds, not after minutes of MLflow's retries.
+        mlflow.set_tracking_uri(prepare_tracking_store(self.uri))
         self._pending = []
         self.curve = []
         object.__setattr__(self.model, "_mlflow_run", None)  # a later evaluate logs into this fit's run
@@ -447,6 +628,10 @@ class EvaluationCallback(keras.callbacks.Callback):
         self.history = []
         self.videos = []
 
+    def output_paths(self) -> list[tuple[str, str, bool]]:
+        """What this callback writes, for ``fit`` to check before training: ``(what, path, is_directory)``."""
+        return [("EvaluationCallback save_best", self.save_best, False)] if self.save_best else []
+
     def on_train_begin(self, logs=None):
         self._next = self.model.env_steps + self.every
         self._last = None
@@ -495,9 +680,9 @@ class EvaluationCallback(keras.callbacks.Callback):
         self._log(result, step, folder)
         if self.save_best and result["mean_return"] > self.best_mean_return:
             self.best_mean_return = result["mean_return"]
-            self.model.save(self.save_best)
-            if self._run_id is not None:
-                mlflow_client().log_artifact(self._run_id, self.save_best, artifact_path="best")
+            saved = save_agent(self.model, self.save_best)
+            if saved is not None and self._run_id is not None:
+                mlflow_client().log_artifact(self._run_id, saved, artifact_path="best")
         return result
 
     def _log(self, result, step, folder):
@@ -584,6 +769,10 @@ class Checkpoint(keras.callbacks.Callback):
         self.prefix = prefix
         self.saved = []
         self.due_step = math.inf
+
+    def output_paths(self) -> list[tuple[str, str, bool]]:
+        """What this callback writes, for ``fit`` to check before training: ``(what, path, is_directory)``."""
+        return [("Checkpoint directory", self.directory, True)]
 
     def on_train_begin(self, logs=None):
         self.due_step = (self.model.env_steps // self.every + 1) * self.every

@@ -19,7 +19,11 @@ config error, 130 on SIGINT, 143 on SIGTERM (128 + the signal's number).
 A config error is reported in one line before anything trains: an unknown
 key, a value of the wrong type (``"double": "false"``), a file that is not
 valid JSON or YAML, an env id that does not exist, an env factory given an
-env it does not make, an agent that cannot handle the env's spaces.
+env it does not make, an ``env_kwargs`` key or wrapper parameter the env or
+wrapper refuses, an agent that cannot handle the env's spaces, a ``--save``
+path that cannot be written, an MLflow store that cannot be reached or
+written (checked in seconds). With ``--ray-runners`` too, SIGTERM stops
+training as above (``ray.init``'s own handler is undone).
 """
 
 from __future__ import annotations

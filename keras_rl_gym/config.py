@@ -358,7 +358,13 @@ def validate_config(config: dict) -> dict:
     seed = train.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise ConfigError(f"train.seed must be an integer or null, got {seed!r}.")
-    for key, kind in (("mlflow", bool), ("system_metrics", bool), ("experiment", str), ("run_name", str)):
+    for key, kind in (
+        ("mlflow", bool),
+        ("system_metrics", bool),
+        ("experiment", str),
+        ("run_name", str),
+        ("save_path", str),
+    ):
         if key in train and not isinstance(train[key], kind):
             what = "true or false" if kind is bool else "a string"
             raise ConfigError(f"train.{key} must be {what}, got {train[key]!r}.")
@@ -376,8 +382,22 @@ def _wrap(env, wrappers):
         name, params = (
             (entry[0], entry[1] if len(entry) > 1 else {}) if isinstance(entry, (list, tuple)) else (entry, {})
         )
-        env = _load_object(WRAPPERS[name])(env, **params)
+        if not isinstance(params, dict):
+            raise ConfigError(f"Wrapper {name!r}: its parameters must be a mapping, got {params!r}.")
+        try:
+            env = _load_object(WRAPPERS[name])(env, **params)
+        except (TypeError, ValueError) as error:
+            # A parameter it does not take (TypeError), or a value it refuses, for this env.
+            raise ConfigError(
+                f"Wrapper {name!r} refuses {_refused(error, params, 'the parameter')}: {error}"
+            ) from error
     return env
+
+
+def _refused(error: Exception, params: dict, what: str) -> str:
+    """``what 'key'`` for the key an "unexpected keyword argument" error names, else all of ``params``."""
+    found = re.search(r"unexpected keyword argument '(\w+)'", str(error))
+    return f"{what} {found.group(1)!r}" if found else f"{what}s {params}"
 
 
 def make_env(config: dict, *, num_envs: int | None = None, training: bool = True, **env_kwargs):
@@ -397,6 +417,10 @@ def make_env(config: dict, *, num_envs: int | None = None, training: bool = True
         if factory:
             try:
                 env = _load_object(ENV_FACTORIES[factory])(config["env"], training=training, **kwargs)
+            except TypeError as error:
+                raise ConfigError(
+                    f"env {config['env']!r} refuses {_refused(error, kwargs, 'env_kwargs key')}: {error}"
+                ) from error
             except (ValueError, gym.error.Error) as error:
                 # make_atari_env raises ValueError for a non-Atari id such as CartPole-v1.
                 raise ConfigError(f"env_factory {factory!r} cannot make env {config['env']!r}: {error}") from error
@@ -406,6 +430,11 @@ def make_env(config: dict, *, num_envs: int | None = None, training: bool = True
             except gym.error.Error as error:
                 # NameNotFound, VersionNotFound, NamespaceNotFound, DependencyNotInstalled...
                 raise ConfigError(f"Cannot make env {config['env']!r}: {error}") from error
+            except TypeError as error:
+                # An env_kwargs key its constructor does not take: CartPoleEnv.__init__() got an unexpected...
+                raise ConfigError(
+                    f"env {config['env']!r} refuses {_refused(error, kwargs, 'env_kwargs key')}: {error}"
+                ) from error
         return _wrap(env, wrappers)
 
     if num_envs == 1:
@@ -503,12 +532,17 @@ def run(config: dict, *, verbose: int = 1, callbacks=None, resume=None, checkpoi
     """
     import keras
 
-    from keras_rl_gym.callbacks import MLflowLogger
+    from keras_rl_gym.callbacks import MLflowLogger, output_path_fault, prepare_tracking_store, save_agent
 
     config = validate_config(config)
     train = config.get("train", {})
     steps = train.get("steps", 50_000)
     path = os.fspath(checkpoint_path or failure_path(config))
+    # Where the agent goes, checked now: not found unwritable after the whole run has trained.
+    for what, target in (("train.save_path", train.get("save_path")), ("checkpoint_path", checkpoint_path)):
+        fault = None if target is None else output_path_fault(target)
+        if fault:
+            raise ConfigError(f"{what} {os.fspath(target)} cannot be written: {fault}.")
     # Saved with the agent: `keras-rl-gym evaluate` rebuilds the env chain from it.
     env_config = {key: config[key] for key in ENV_KEYS if key in config}
     # A resumed fit derives its reset seed from the agent's seed and env steps: no replay of the first episodes.
@@ -517,6 +551,12 @@ def run(config: dict, *, verbose: int = 1, callbacks=None, resume=None, checkpoi
     env = make_env(config, num_envs=1 if runners is not None else None)
     eval_env = None
     try:
+        if train.get("mlflow", True):
+            try:
+                # In seconds: an unreachable server or an unwritable sqlite file, before anything trains.
+                prepare_tracking_store()
+            except ConnectionError as error:
+                raise ConfigError(str(error)) from None
         if resume:
             agent = load_agent(resume, config, env)
         else:
@@ -566,7 +606,8 @@ def run(config: dict, *, verbose: int = 1, callbacks=None, resume=None, checkpoi
                 eval_env, episodes=train.get("eval_episodes", 10), seed=(train.get("seed") or 0) + 10_000
             )
             if train.get("save_path"):
-                agent.save(os.fspath(train["save_path"]))
+                # Elsewhere (the working or temporary directory, with a warning) where the path fails.
+                save_agent(agent, train["save_path"])
         except BaseException as error:
             _keep_failed_run(error, agent, logger, path, in_fit)
             raise
@@ -587,11 +628,9 @@ def _keep_failed_run(error: BaseException, agent, logger, path: str, in_fit: boo
     # fit saves on a failure inside its loop; a failure before that loop, or after fit, is saved here.
     saved = getattr(agent, "last_checkpoint", None) if in_fit else None
     if saved is None:
-        try:
-            agent.save(path)
-            saved = path
-        except Exception as save_error:
-            warnings.warn(f"Could not save the agent to {path}: {save_error}", stacklevel=3)
+        from keras_rl_gym.callbacks import save_agent
+
+        saved = save_agent(agent, path)  # elsewhere, with a warning, where the path fails
     if logger is not None and logger.run_id is not None:
         try:
             # Still open when the failure came after fit: no on_fit_error heard it yet. The

@@ -291,3 +291,93 @@ def test_backend_flag_on_the_command_line_trains_on_that_backend(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     (run,) = client().search_runs([client().get_experiment_by_name("failures").experiment_id])
     assert run.data.params["backend"] == other and run.info.status == "FINISHED"
+
+
+# -- output paths, checked before training -------------------------------------------------------------------
+
+
+@pytest.mark.backend_independent
+@pytest.mark.parametrize(
+    "where, fault",
+    [
+        ("missing/agent.keras", "the directory {tmp}/missing does not exist"),
+        ("plain/agent.keras", "{tmp}/plain is not a directory"),
+    ],
+    ids=["missing-directory", "under-a-file"],
+)
+def test_save_path_that_cannot_be_written_is_a_config_error_before_training(tmp_path, capsys, where, fault):
+    (tmp_path / "plain").write_text("a regular file")
+    started = time.perf_counter()
+    assert main(["train", write_config(tmp_path), "-q", "--save", str(tmp_path / where)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("keras-rl-gym: config error: train.save_path")
+    assert str(tmp_path / where) in err and fault.format(tmp=tmp_path) in err
+    # Nothing trained: no store opened, no agent saved, no time spent.
+    assert not (tmp_path / "mlflow.db").exists() and not list(tmp_path.glob("*.keras"))
+    assert time.perf_counter() - started < 5
+
+
+@pytest.mark.backend_independent
+def test_fit_checks_the_files_it_will_write_before_training(tmp_path):
+    from keras_rl_gym.callbacks import Checkpoint, EvaluationCallback
+
+    (tmp_path / "plain").write_text("a regular file")
+    env = gym.make("CartPole-v1")
+    agent = DQNAgent(env.observation_space, env.action_space, hidden_sizes=(8,), seed=0)
+    evaluation = EvaluationCallback(lambda: gym.make("CartPole-v1"), save_best=str(tmp_path / "gone" / "best.keras"))
+    for kwargs, message in [
+        ({"checkpoint_path": str(tmp_path / "plain" / "a.keras")}, f"checkpoint_path {tmp_path}/plain/a.keras"),
+        ({"checkpoint_path": str(tmp_path / "a.h5")}, "must end in .keras"),
+        ({"callbacks": [Checkpoint(str(tmp_path / "plain" / "sub"))]}, f"{tmp_path}/plain is not a directory"),
+        ({"callbacks": [evaluation]}, f"the directory {tmp_path}/gone does not exist"),
+    ]:
+        with pytest.raises(ValueError, match="cannot be written") as info:
+            agent.fit(env, steps=50, verbose=0, **kwargs)
+        assert message in str(info.value)
+    assert agent.env_steps == 0
+
+
+class RemoveSaveDirectory(keras.callbacks.Callback):
+    """Takes the --save path's directory away while the agent trains: the save at the end fails."""
+
+    def __init__(self, directory):
+        super().__init__()
+        self.directory = directory
+
+    def on_train_end(self, logs=None):
+        os.rmdir(self.directory)
+
+
+@pytest.mark.backend_independent
+def test_a_save_that_fails_at_the_end_goes_to_the_working_directory(tmp_path):
+    from keras_rl_gym.config import load_config, run
+
+    (tmp_path / "out").mkdir()
+    config = load_config(write_config(tmp_path, train={"steps": 50, "mlflow": False}))
+    config["train"]["save_path"] = str(tmp_path / "out" / "agent.keras")
+    with pytest.warns(UserWarning, match=f"Could not save the agent to {tmp_path}/out/agent.keras .*saved it to"):
+        agent, _, _ = run(config, verbose=0, callbacks=[RemoveSaveDirectory(tmp_path / "out")])
+    assert keras.saving.load_model(tmp_path / "agent.keras").env_steps == agent.env_steps == 50
+
+
+# -- env and wrapper parameters the env refuses ---------------------------------------------------------------
+
+
+@pytest.mark.backend_independent
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"env_kwargs": {"no_such_arg": 1}}, "env 'CartPole-v1' refuses env_kwargs key 'no_such_arg'"),
+        (
+            {"wrappers": [["ClipReward", {"no_such_arg": 1}]]},
+            "Wrapper 'ClipReward' refuses the parameter 'no_such_arg'",
+        ),
+        ({"wrappers": [["TimeLimit", [200]]]}, "Wrapper 'TimeLimit': its parameters must be a mapping"),
+    ],
+    ids=["env_kwargs", "wrapper-parameter", "wrapper-parameters-not-a-mapping"],
+)
+def test_parameters_the_env_or_a_wrapper_refuses_are_config_errors(tmp_path, capsys, overrides, message):
+    assert main(["train", write_config(tmp_path, **overrides), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("keras-rl-gym: config error:") and message in err
+    assert not (tmp_path / "mlflow.db").exists()

@@ -2,6 +2,9 @@
 
 import json
 import os
+import subprocess
+import sys
+import time
 import urllib.request
 
 import gymnasium as gym
@@ -121,3 +124,98 @@ def test_cli_runs_config_file_and_rejects_unknown_keys(tmp_path, capsys):
     (tmp_path / "bad.json").write_text(json.dumps(config))
     assert main(["train", str(tmp_path / "bad.json"), "-q"]) == 2
     assert "learning_rat" in capsys.readouterr().err
+
+
+# -- the tracking store, checked before training ------------------------------------------------------------
+
+
+def _tiny_config(tmp_path, experiment="store"):
+    config = {
+        "algo": "dqn",
+        "env": "CartPole-v1",
+        "agent": {"hidden_sizes": [8], "learning_starts": 1000},
+        "train": {"steps": 50, "seed": 0, "eval_episodes": 1, "experiment": experiment},
+    }
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    return str(tmp_path / "config.json")
+
+
+@pytest.mark.backend_independent
+@pytest.mark.parametrize("store", ["server", "sqlite-under-a-file", "sqlite-missing-directory"])
+def test_an_unusable_tracking_store_fails_in_seconds_before_training(tmp_path, capsys, monkeypatch, store):
+    """MLflow's client retried for minutes (290 s for a closed port, 141 s for a sqlite file it cannot create).
+
+    The sqlite file's directory is a regular file: nobody, root included (the tests may run as root,
+    which writes to read-only directories), can create a file under it; or it does not exist.
+    """
+    if store == "server":
+        uri = "http://127.0.0.1:9"  # the discard port: nothing listens there
+        cause = "Connection refused"
+    elif store == "sqlite-under-a-file":
+        (tmp_path / "plain-file").write_text("")
+        uri = f"sqlite:///{tmp_path}/plain-file/mlflow.db"
+        cause = f"{tmp_path}/plain-file is not a directory"
+    else:
+        uri = f"sqlite:///{tmp_path}/missing/mlflow.db"
+        cause = f"the directory {tmp_path}/missing does not exist"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    started = time.perf_counter()
+    assert main(["train", _tiny_config(tmp_path), "-q", "--save", str(tmp_path / "agent.keras")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert time.perf_counter() - started < 15
+    assert len(err.splitlines()) == 1 and err.startswith("keras-rl-gym: config error:")
+    assert uri in err and cause in err
+    assert not (tmp_path / "agent.keras").exists() and not list(tmp_path.glob("*interrupted.keras"))
+
+
+# Each process loads everything first, says so, and waits for the word to start: both then open the
+# new store within milliseconds of each other, as two `keras-rl-gym train` started together would.
+_AT_ONCE = """
+import os, sys, time
+import keras, mlflow
+from mlflow.store.tracking import sqlalchemy_store
+import keras_rl_gym.agents
+from keras_rl_gym.cli import main
+open(sys.argv[1] + ".ready", "w").close()
+while not os.path.exists("go"):
+    time.sleep(0.01)
+sys.exit(main(["train", "config.json", "-q", "--run-name", sys.argv[1]]))
+"""
+
+
+@pytest.mark.backend_independent
+def test_two_trains_creating_the_default_store_at_once_both_succeed(tmp_path):
+    """Both used to run MLflow's schema migration on the new mlflow.db at once, and one (or both) died in it."""
+    _tiny_config(tmp_path)
+    env = dict(os.environ, MLFLOW_TRACKING_URI="sqlite:///mlflow.db")  # the default store, in this directory
+    names = ["first", "second"]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _AT_ONCE, name],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in names
+    ]
+    try:
+        deadline = time.time() + 300
+        while not all((tmp_path / f"{name}.ready").exists() for name in names):
+            assert all(p.poll() is None for p in procs) and time.time() < deadline, "a train did not get ready"
+            time.sleep(0.05)
+        (tmp_path / "go").touch()
+        outputs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for p, (out, err) in zip(procs, outputs):
+        assert p.returncode == 0, err[-3000:]
+        assert "Evaluation over 1 episodes" in out
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("store").experiment_id])
+    assert sorted(r.info.run_name for r in runs) == names
+    assert all(r.info.status == "FINISHED" for r in runs)

@@ -7,8 +7,10 @@ The cluster's nodes live on this machine, on the loopback address
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import gymnasium as gym
 import keras
@@ -210,3 +212,108 @@ def test_cli_train_on_ray_runners_logs_the_cluster(cluster):
     assert run.data.params["ray_address"] == address
     assert run.data.metrics["ray/restarts"] == 0.0 and run.data.metrics["ray/runner_1_steps_per_second"] > 0
     assert run.info.run_name == f"ppo-CartPole-v1-{keras.backend.backend()}-s0"
+
+
+class KillRunnerBeforeItsFirstRound(keras.callbacks.Callback):
+    """Kills a runner's process once it runs, and waits for Ray to start it again, all before its first round."""
+
+    def __init__(self, runners, index=0):
+        super().__init__()
+        self.runners, self.index = runners, index
+
+    def on_train_begin(self, logs=None):
+        actor = self.runners.actors[self.index]
+        ray.get(actor.__ray_ready__.remote())
+        ray.kill(actor, no_restart=False)
+        deadline = time.time() + 60
+        while True:  # the first round then goes to the new process, and no failed round says it died
+            try:
+                ray.get(actor.__ray_ready__.remote(), timeout=10)
+                return
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                assert time.time() < deadline, "Ray did not restart the killed runner within 60 s"
+                time.sleep(0.2)
+
+
+@pytest.mark.backend_independent
+def test_a_runner_killed_before_its_first_round_counts_as_a_restart(cluster):
+    env = gym.make("CartPole-v1")
+    agent = DQNAgent(env.observation_space, env.action_space, learning_starts=100, hidden_sizes=(8,), seed=0)
+    runners = RayRunners(num_runners=2, envs_per_runner=1, rollout_steps=20)
+    with pytest.warns(UserWarning, match=r"Ray runner 0 died \(restarted before its first round\)"):
+        history = agent.fit(
+            "CartPole-v1",
+            steps=200,
+            verbose=0,
+            log_every=100,
+            runners=runners,
+            callbacks=[KillRunnerBeforeItsFirstRound(runners)],
+        )
+    assert history.history["ray/restarts"][-1] == 1.0
+    assert 200 <= agent.env_steps < 200 + 2
+
+
+def _processes_with(marker: str) -> list[int]:
+    """The processes whose environment holds ``marker`` (the runners get it: KERAS_RL_GYM_* travels to them)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if marker.encode() in f.read():
+                    found.append(int(pid))
+        except OSError:
+            continue  # gone, or not ours to read
+    return found
+
+
+@pytest.mark.backend_independent
+def test_sigterm_stops_a_cli_train_on_ray_runners_as_it_does_without_ray(cluster, tmp_path):
+    """ray.init put its own SIGTERM handler (sys.exit(15)) over the CLI's: exit 15, no message, the run FAILED."""
+    config = {
+        "algo": "dqn",
+        "env": "CartPole-v1",
+        "agent": {"hidden_sizes": [8], "learning_starts": 100},
+        "train": {"steps": 200_000, "seed": 0, "log_every": 50, "experiment": "sigterm"},
+    }
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    experiment_id = client.create_experiment("sigterm")
+    marker = f"sigterm-{os.getpid()}-{time.time_ns()}"
+    env = dict(
+        os.environ,
+        KERAS_BACKEND=keras.backend.backend(),
+        KERAS_RL_GYM_TEST_MARKER=marker,
+        KERAS_RL_GYM_TORCH_COMPILE="0",  # a long run would compile first; the signal's path is the same
+    )
+    address = ray.get_runtime_context().gcs_address
+    command = [sys.executable, "-m", "keras_rl_gym.cli", "train", "config.json", "-q", "--save", "saved.keras"]
+    command += ["--ray-runners", "1", "--ray-address", address]
+    with open(tmp_path / "stderr", "w") as stderr:
+        proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        deadline = time.time() + 180
+        while True:  # training runs on the runner: its first interval is logged
+            assert proc.poll() is None, (tmp_path / "stderr").read_text()[-3000:]
+            assert time.time() < deadline, "no interval was logged within 180 s"
+            found = client.search_runs([experiment_id])
+            if found and "time/steps_per_second" in found[0].data.metrics:
+                break
+            time.sleep(0.5)
+        assert len(_processes_with(marker)) >= 2  # the CLI and its runner
+        proc.send_signal(signal.SIGTERM)
+        returncode = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stderr = (tmp_path / "stderr").read_text()
+    assert returncode == 143, stderr[-3000:]
+    assert "stopped by SIGTERM" in stderr and str(tmp_path / "saved.keras") in stderr
+    assert "Traceback" not in stderr
+    assert keras.saving.load_model(tmp_path / "saved.keras").env_steps > 0
+    (run,) = client.search_runs([experiment_id])
+    assert run.info.status == "KILLED"
+    deadline = time.time() + 30
+    while _processes_with(marker):  # the runner's process is gone too
+        assert time.time() < deadline, f"processes left behind: {_processes_with(marker)}"
+        time.sleep(0.5)

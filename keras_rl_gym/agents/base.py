@@ -827,6 +827,10 @@ class Agent(keras.Model):
             raise TypeError(f"Unknown argument(s) to fit: {sorted(kwargs)}.")
         steps = _check_positive("steps", steps)
         log_every = _check_positive("log_every", log_every)
+        from keras_rl_gym.callbacks import check_output_paths
+
+        # Every file fit will write, checked now rather than found unwritable after the whole run.
+        check_output_paths(checkpoint_path, callbacks)
         # Where the steps come from: the env here, or Ray runners stepping their own copies of it.
         source = _LocalSteps(self, env) if runners is None else runners.connect(self, env)
         # The env saved with the agent: a run config's (config.run sets it) while it is that env.
@@ -963,11 +967,10 @@ class Agent(keras.Model):
             self.runtime.release()
         except Exception as sync_error:  # noqa: BLE001
             warnings.warn(f"Could not write the held weights back after {error!r}: {sync_error!r}", stacklevel=3)
-        try:
-            self.save(checkpoint_path)
-            self.last_checkpoint = checkpoint_path
-        except Exception as save_error:  # noqa: BLE001
-            warnings.warn(f"Could not save the agent to {checkpoint_path}: {save_error!r}", stacklevel=3)
+        from keras_rl_gym.callbacks import save_agent
+
+        # Elsewhere (the working or temporary directory, with a warning) where the path fails.
+        self.last_checkpoint = save_agent(self, checkpoint_path)
         cbs.on_fit_error(error, dict(logs, checkpoint_path=self.last_checkpoint))
 
     def _check_env(self, venv) -> None:

@@ -26,15 +26,19 @@ only transitions the learner received, and ``fit`` stops at ``steps`` within a r
   store (``ray.put``) at most every ``weight_sync_every`` updates.
 
 A runner that dies (its process killed) is restarted by Ray (``max_restarts``) with fresh
-envs; its unfinished round is never counted and is collected again. A runner that dies
-more often than that stops ``fit`` with an error, through ``fit``'s failure path (the
-agent saved, the MLflow run FAILED).
+envs; its unfinished round is never counted and is collected again. Each death counts in
+``ray/restarts``, one before the runner's first round too. A runner that dies more often
+than that stops ``fit`` with an error, through ``fit``'s failure path (the agent saved, the
+MLflow run FAILED).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
+import threading
 import time
 import warnings
 
@@ -213,10 +217,32 @@ def connect(address: str | None) -> str:
             )
         return current
     try:
-        ray.init(address=address, include_dashboard=False, configure_logging=False)
+        with _signal_handlers_kept():
+            ray.init(address=address, include_dashboard=False, configure_logging=False)
     except ConnectionError as error:
         raise ConnectionError(f"Cannot reach the Ray cluster at {address or 'auto'}: {first_line(error)}") from None
     return ray.get_runtime_context().gcs_address
+
+
+@contextlib.contextmanager
+def _signal_handlers_kept():
+    """Puts back the SIGINT and SIGTERM handlers this process had, after the block.
+
+    ``ray.init`` installs its own SIGTERM handler (``sys.exit(15)``), over the one the
+    command line set to stop training as Ctrl-C does (the agent saved, the MLflow run
+    KILLED, exit 143). Ray's own processes are still stopped: this process exits
+    normally, and ``ray.shutdown`` runs at exit.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread sets handlers, in Ray as here
+        return
+    kept = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in kept.items():
+            if handler is not None:  # None: a handler not set from Python, which cannot be put back
+                signal.signal(signum, handler)
 
 
 def _host_port(address: str) -> tuple[str, int]:
@@ -265,6 +291,7 @@ class Runner:
         self.loop = None
         self.incarnation = None  # the learner's count of this runner's restarts when its envs were made
         self.version = None  # the learner's weight version this copy holds
+        self.restarted = None  # whether Ray started this process again for this runner (asked once: a GCS query)
 
     def _start(self, seed, incarnation, total_steps):
         """Fresh envs (a new process after a restart gets new ones, with a seed that says so)."""
@@ -310,10 +337,17 @@ class Runner:
             "env_steps": int(sum(r[1].n_valid for r in records)),
             "seconds": time.perf_counter() - start,
             "pid": os.getpid(),
+            # How the learner learns of a death before the runner's first round.
+            "restarted": self._restarted(),
         }
         for field in ("obs", "reward", "next_obs", "terminated", "truncated", "valid", "restart"):
             chunk[field] = np.stack([getattr(r[1], field) for r in records])
         return chunk
+
+    def _restarted(self) -> bool:
+        if self.restarted is None:
+            self.restarted = bool(ray.get_runtime_context().was_current_actor_reconstructed)
+        return self.restarted
 
     def close(self):
         if self.loop is not None:
@@ -449,8 +483,12 @@ class _RaySteps:
                 self._died(r, first_line(error))
                 self._counted[r] = True
             else:
-                # A new process that no failed round announced: it died between two rounds.
-                if self._pids[r] not in (None, chunk["pid"]) and not self._counted[r]:
+                # A new process that no failed round announced: it died between two rounds, or before
+                # its first one (its first round then comes from a restarted process).
+                if self._pids[r] is None:
+                    if chunk["restarted"] and not self._counted[r]:
+                        self._died(r, "restarted before its first round")
+                elif self._pids[r] != chunk["pid"] and not self._counted[r]:
                     self._died(r, "restarted between rounds")
                 self._pids[r], self._counted[r] = chunk["pid"], False
                 chunks[r] = chunk
