@@ -341,11 +341,46 @@ def bootstrap_median_difference(a, b, resamples: int = 10_000, seed: int = BOOTS
     return float(low), float(high)
 
 
+# The project's test of "same learning" (issue 29): at least this many seeds per side, a two-sided
+# Mann-Whitney U test that finds no difference at this level, and our median at least this share of the peer's.
+SAME_LEARNING_SEEDS, SAME_LEARNING_ALPHA, SAME_LEARNING_SHARE = 15, 0.05, 0.9
+
+
+def rank_test(ours, peer) -> tuple[float, float]:
+    """Two-sided Mann-Whitney U test of ``ours`` against ``peer``: (U of ours, p-value).
+
+    A rank test assumes nothing of the returns' distribution (CartPole's pile up at 500 and
+    spread wide below it), where a t-test would assume a normal one.
+    """
+    from scipy.stats import mannwhitneyu
+
+    test = mannwhitneyu(ours, peer, alternative="two-sided")
+    return float(test.statistic), float(test.pvalue)
+
+
+def same_learning(ours, peer, higher_is_better: bool = True) -> dict:
+    """Whether ``ours`` learns as ``peer`` does by the project's test; the U test's numbers with the verdict."""
+    ours, peer = np.asarray(ours, dtype=float), np.asarray(peer, dtype=float)
+    statistic, p = rank_test(ours, peer)
+    share = float(np.median(ours) / np.median(peer)) if np.median(peer) else None
+    enough = min(ours.size, peer.size) >= SAME_LEARNING_SEEDS
+    # Lower is better for steps to a threshold: there our median may be at most 1/0.9 of the peer's.
+    limit = SAME_LEARNING_SHARE if higher_is_better else 1 / SAME_LEARNING_SHARE
+    close = share is not None and (share >= limit if higher_is_better else share <= limit)
+    return {
+        "mann_whitney_u": statistic,
+        "p_value": p,
+        "median_share": share,
+        "enough_seeds": enough,
+        "same": bool(enough and p >= SAME_LEARNING_ALPHA and close),
+    }
+
+
 def compare(ours, peer, higher_is_better: bool, peer_label: str, resamples: int) -> dict:
-    """The difference of medians ``ours - peer``, its bootstrap 95% interval, and who it favours."""
+    """The difference of medians ``ours - peer``, its bootstrap 95% interval, who it favours, and the rank test."""
     ours, peer = np.asarray(ours, dtype=float), np.asarray(peer, dtype=float)
     if ours.size == 0 or peer.size == 0:
-        return {"difference": None, "ci95": None, "excludes_zero": None, "favours": None}
+        return {"difference": None, "ci95": None, "excludes_zero": None, "favours": None, "rank_test": None}
     low, high = bootstrap_median_difference(ours, peer, resamples)
     excludes = bool(low > 0 or high < 0)
     favours = None
@@ -356,6 +391,7 @@ def compare(ours, peer, higher_is_better: bool, peer_label: str, resamples: int)
         "ci95": [low, high],
         "excludes_zero": excludes,
         "favours": favours,
+        "rank_test": same_learning(ours, peer, higher_is_better),
     }
 
 
@@ -447,6 +483,15 @@ def report(backend: str, runs: dict, metrics: list, resamples: int) -> dict:
             low, high = c["ci95"]
             verdict = f"excludes 0: favours {c['favours']}" if c["excludes_zero"] else "includes 0: no clear difference"
             print(f"  {label:{width}}  {c['difference']:+9.1f}  [{low:+.1f}, {high:+.1f}]  {verdict}")
+            r = c["rank_test"]
+            share = "-" if r["median_share"] is None else f"{r['median_share']:.2f}"
+            same = "same learning" if r["same"] else "NOT the same learning"
+            if not r["enough_seeds"]:
+                same += f" (fewer than {SAME_LEARNING_SEEDS} seeds a side)"
+            print(
+                f"  {'':{width}}  Mann-Whitney U {r['mann_whitney_u']:.1f}, two-sided p = {r['p_value']:.3f}; "
+                f"median share {share} (needs p >= {SAME_LEARNING_ALPHA} and >= {SAME_LEARNING_SHARE}): {same}"
+            )
     print_ignored(backend, runs)
     print()
     return {"summary": summary, "comparisons": comparisons, "ratios": print_ratios(backend, runs)}
@@ -474,3 +519,57 @@ def seeds_mode(args, backend: str, runners: dict, metrics: list, extra: dict) ->
 def dumps(record: dict) -> str:
     """One JSON line (NumPy numbers as Python's)."""
     return json.dumps(record, default=lambda x: x.item() if hasattr(x, "item") else str(x))
+
+
+# -- the two defaults where Keras and torch differ (issue 29's parity measurement) --------------------
+def torch_style_adam(optimizer) -> None:
+    """Makes a Keras Adam add its epsilon as torch's does, after the bias correction; call it before ``fit``.
+
+    Keras: ``p -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)``; torch:
+    ``p -= lr / (1 - b1^t) * m / (sqrt(v / (1 - b2^t)) + eps)``, which is Keras's step with
+    ``eps * sqrt(1 - b2^t)`` in place of ``eps``: at the first step ``sqrt(1 - 0.999) = 0.032``,
+    so Keras's 1e-7 acts as torch's 3.2e-6. The class is swapped (it adds no state) so that the
+    agent keeps the optimizer it tracks and builds.
+    """
+    import keras
+
+    class TorchStyleAdam(type(optimizer)):
+        def update_step(self, gradient, variable, learning_rate):
+            ops = keras.ops
+            step = ops.cast(self.iterations + 1, variable.dtype)
+            epsilon = self.epsilon
+            self.epsilon = ops.multiply(epsilon, ops.sqrt(1.0 - ops.power(ops.cast(self.beta_2, variable.dtype), step)))
+            try:
+                super().update_step(gradient, variable, learning_rate)
+            finally:
+                self.epsilon = epsilon
+
+        def _backend_update_step(self, grads, trainable_variables, learning_rate):
+            # Keras's torch Adam steps every variable at once (torch._foreach) and never calls update_step.
+            for gradient, variable in zip(grads, trainable_variables):
+                self.update_step(gradient, variable, learning_rate)
+
+    if not isinstance(optimizer, keras.optimizers.Adam):
+        raise TypeError(f"torch_style_adam needs a keras.optimizers.Adam, got {type(optimizer).__name__}.")
+    optimizer.__class__ = TorchStyleAdam
+
+
+def torch_style_init(model, seed: int) -> None:
+    """Redraws every Dense and Conv2D layer of ``model`` as torch's ``nn.Linear``/``nn.Conv2d`` draw theirs.
+
+    torch: kernel ``kaiming_uniform_(a=sqrt(5))``, i.e. ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``, and the bias
+    from the same range; Keras: Glorot-uniform kernels, ``U(+-sqrt(6 / (fan_in + fan_out)))``, and zero biases.
+    Copy the result into any target network afterwards.
+    """
+    import keras
+
+    rng = np.random.default_rng(seed)
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if not isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D)):
+            continue
+        kernel = layer.kernel
+        fan_in = int(np.prod(kernel.shape[:-1]))
+        bound = 1.0 / math.sqrt(fan_in)
+        kernel.assign(rng.uniform(-bound, bound, kernel.shape).astype(np.float32))
+        if layer.bias is not None:
+            layer.bias.assign(rng.uniform(-bound, bound, layer.bias.shape).astype(np.float32))

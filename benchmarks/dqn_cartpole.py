@@ -59,6 +59,8 @@ from _common import (
     result,
     run_line,
     seeds_mode,
+    torch_style_adam,
+    torch_style_init,
     warmup_step,
 )
 
@@ -90,7 +92,15 @@ PEER = dict(
 )
 
 
-def run_ours(steps: int, seed: int, warmup: int, num_envs: int = 1, adam_epsilon: float | None = None) -> dict:
+def run_ours(
+    steps: int,
+    seed: int,
+    warmup: int,
+    num_envs: int = 1,
+    adam_epsilon: float | None = None,
+    adam: str = "keras",
+    init: str = "keras",
+) -> dict:
     h = HYPERPARAMETERS
     # N envs: one batched act per vector step. SB3's train_freq counts vector steps and
     # this package's counts transitions, so N of ours make one of SB3's.
@@ -115,6 +125,11 @@ def run_ours(steps: int, seed: int, warmup: int, num_envs: int = 1, adam_epsilon
     )
     if adam_epsilon is not None:
         agent.optimizer.epsilon = adam_epsilon  # read when the update is first traced
+    if adam == "torch":
+        torch_style_adam(agent.optimizer)
+    if init == "torch":
+        torch_style_init(agent.q_network, seed)
+        agent.update_targets(1.0)  # the target network starts as a copy, as on every side
     clock, tracker = RunClock(warmup), Threshold()
     clock.start()
     agent.fit(env, steps=steps, verbose=0, callbacks=[keras_callback(clock, tracker)])
@@ -207,6 +222,18 @@ def main():
     parser.add_argument(
         "--adam-epsilon", type=float, help="keras-rl-gym's Adam epsilon (Keras's default 1e-7; torch's is 1e-8)"
     )
+    parser.add_argument(
+        "--adam",
+        choices=["keras", "torch"],
+        default="keras",
+        help="where Adam adds its epsilon: Keras's (before the bias correction) or torch's (after it)",
+    )
+    parser.add_argument(
+        "--init",
+        choices=["keras", "torch"],
+        default="keras",
+        help="initial weights: Keras's (Glorot-uniform kernels, zero biases) or torch's (U(+-1/sqrt(fan_in)) both)",
+    )
     add_arguments(parser, warmup=5_000, warmup_help="env steps before the steady-state rate starts")
     args = parser.parse_args()
     if args.config:
@@ -214,7 +241,11 @@ def main():
         return
     backend = keras.backend.backend()
     warmup = warmup_step(args.warmup, args.steps)
-    runners = {"ours": lambda seed: run_ours(args.steps, seed, warmup, args.num_envs, args.adam_epsilon)}
+    runners = {
+        "ours": lambda seed: run_ours(
+            args.steps, seed, warmup, args.num_envs, args.adam_epsilon, adam=args.adam, init=args.init
+        )
+    }
     runners.update(peers(args, backend, dict(PEER, n_envs=args.num_envs), args.steps, warmup))
     if args.seeds:
         metrics = [*THROUGHPUT, EVAL_RETURN, STEPS_TO_THRESHOLD]
