@@ -7,6 +7,9 @@ import pytest
 
 from keras_rl_gym.buffers import FrameReplayBuffer, ReplayBuffer, SequenceReplayBuffer, load_buffer, save_buffer
 
+# Gymnasium, NumPy and host code only: nothing here depends on KERAS_BACKEND, so `make test` runs it once.
+pytestmark = pytest.mark.backend_independent
+
 
 def assert_same_buffer(a, b):
     """Every attribute of ``a`` and ``b`` is equal: arrays (also inside dicts), counters and generator state.

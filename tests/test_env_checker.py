@@ -24,6 +24,9 @@ from keras_rl_gym.wrappers.atari import make_atari_env, make_atari_ram_env
 from keras_rl_gym.wrappers.discretize import discretize_observation
 from keras_rl_gym.wrappers.partial import RemoveVelocity
 
+# Gymnasium, NumPy and host code only: nothing here depends on KERAS_BACKEND, so `make test` runs it once.
+pytestmark = pytest.mark.backend_independent
+
 ROOT = Path(__file__).resolve().parents[1]
 RAM_SPACE = spaces.Box(0, 255, (128,), np.uint8)
 # The checker's warnings that are not the package's to fix: it is handed a wrapped env on purpose, and

@@ -34,6 +34,7 @@ def random_actions(venv, seed=0):
     [{}, {"training": False}, {"frame_stack": 1}, {"scale": True}, {"screen_size": 64, "frame_stack": 2}],
     ids=["training", "evaluation", "one-frame", "scaled", "64px-2-frames"],
 )
+@pytest.mark.backend_independent
 def test_spaces_equal_the_gymnasium_chains(kwargs):
     chain = make_atari_vec_env("ALE/Pong-v5", 2, **kwargs)
     pool = envpool_env("ALE/Pong-v5", **kwargs)
@@ -47,6 +48,7 @@ def test_spaces_equal_the_gymnasium_chains(kwargs):
     pool.close()
 
 
+@pytest.mark.backend_independent
 def test_frames_are_stacked_in_the_last_axis_channels_last():
     pool = envpool_env(terminal_on_life_loss=False)
     obs, _ = pool.reset(seed=0)
@@ -63,6 +65,7 @@ def test_frames_are_stacked_in_the_last_axis_channels_last():
     assert shifted > 0  # the game moves: the newest frames are new pixels
 
 
+@pytest.mark.backend_independent
 def test_steps_through_the_episode_loop_like_the_chain():
     chain, pool = make_atari_vec_env("ALE/Breakout-v5", 2), envpool_env()
     steps = {}
@@ -77,6 +80,7 @@ def test_steps_through_the_episode_loop_like_the_chain():
     assert steps["pool"].n_valid == 2
 
 
+@pytest.mark.backend_independent
 def test_life_loss_is_a_terminal_for_learning_but_not_a_game_end():
     pool = envpool_env(num_envs=1)
     _, info = pool.reset(seed=0)
@@ -111,6 +115,7 @@ def test_life_loss_is_a_terminal_for_learning_but_not_a_game_end():
     assert len(games) == 1 and terminals == lives
 
 
+@pytest.mark.backend_independent
 def test_evaluation_env_has_no_life_loss_and_ends_at_the_game_end():
     pool = envpool_env(num_envs=1, training=False)
     pool.reset(seed=1)
@@ -123,6 +128,7 @@ def test_evaluation_env_has_no_life_loss_and_ends_at_the_game_end():
     assert terminated[0] and info["_episode"][0] and int(info["lives"][0]) == 0
 
 
+@pytest.mark.backend_independent
 def test_episode_statistics_are_whole_unclipped_games_only_at_the_game_end():
     # Two pools with one seed play the same games on the same actions; one clips rewards, the other does not.
     clipped = envpool_env("ALE/SpaceInvaders-v5", seed=5)
@@ -161,6 +167,7 @@ def test_episode_statistics_are_whole_unclipped_games_only_at_the_game_end():
         assert r > clipped_sums[i] > 0  # SpaceInvaders scores 5 to 200 a hit: the score is not the clipped sum
 
 
+@pytest.mark.backend_independent
 def test_time_limit_truncates_in_agent_steps_and_reports_the_game():
     # The chain's max_episode_steps counts emulator frames (gymnasium.make with frameskip=1): 200 frames = 50 steps.
     pool = envpool_env("ALE/Pong-v5", num_envs=1, max_episode_steps=200)
@@ -172,6 +179,7 @@ def test_time_limit_truncates_in_agent_steps_and_reports_the_game():
     assert info["_episode"][0] and info["episode"]["l"][0] == 50
 
 
+@pytest.mark.backend_independent
 def test_seeded_resets_replay_the_same_games():
     pool = envpool_env()
 
@@ -213,6 +221,7 @@ def test_dqn_conv_trains_on_envpool(backend):
     assert result["mean_length"] == 100
 
 
+@pytest.mark.backend_independent
 def test_envpool_backend_refuses_what_it_cannot_do():
     with pytest.raises(ValueError, match="backend must be"):
         make_atari_vec_env("ALE/Pong-v5", 2, backend="ray")
@@ -224,6 +233,7 @@ def test_envpool_backend_refuses_what_it_cannot_do():
         envpool_env("CartPole-v1")
 
 
+@pytest.mark.backend_independent
 def test_the_wrappers_load_envpool_only_when_asked():
     code = (
         "import sys\nimport keras_rl_gym.wrappers.atari, keras_rl_gym.wrappers.envpool_env\n"

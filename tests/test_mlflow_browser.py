@@ -11,9 +11,13 @@ import shutil
 import subprocess
 
 import keras
+import pytest
 from servers import serving
 
 from keras_rl_gym.cli import main
+
+# What MLflow's UI shows of a run does not depend on KERAS_BACKEND: `make test` runs it once.
+pytestmark = pytest.mark.backend_independent
 
 
 def test_the_printed_link_shows_the_run_among_the_training_runs(capsys, tmp_path):

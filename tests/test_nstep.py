@@ -5,6 +5,9 @@ import pytest
 
 from keras_rl_gym.buffers import NStepAccumulator
 
+# Gymnasium, NumPy and host code only: nothing here depends on KERAS_BACKEND, so `make test` runs it once.
+pytestmark = pytest.mark.backend_independent
+
 G = 0.5
 
 

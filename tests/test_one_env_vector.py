@@ -6,6 +6,9 @@ import pytest
 
 from keras_rl_gym.loop import OneEnvVector, as_vector_env
 
+# Gymnasium, NumPy and host code only: nothing here depends on KERAS_BACKEND, so `make test` runs it once.
+pytestmark = pytest.mark.backend_independent
+
 
 def _make(env_id):
     return gym.wrappers.RecordEpisodeStatistics(gym.make(env_id))

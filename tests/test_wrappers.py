@@ -20,6 +20,9 @@ from keras_rl_gym.config import make_env, validate_config
 from keras_rl_gym.spaces import env_spaces
 from keras_rl_gym.wrappers.discretize import discretize_observation
 
+# Gymnasium, NumPy and host code only: nothing here depends on KERAS_BACKEND, so `make test` runs it once.
+pytestmark = pytest.mark.backend_independent
+
 ROOT = Path(__file__).resolve().parents[1]
 LOW = [-2.4, -2.0, -0.42, -3.5]
 HIGH = [2.4, 2.0, 0.42, 3.5]
