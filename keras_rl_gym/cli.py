@@ -59,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
         "only for a file you trust",
     )
 
-    train = sub.add_parser("train", parents=[common], help="train an agent and log the run to MLflow")
+    train = sub.add_parser("train", parents=[common, loads], help="train an agent and log the run to MLflow")
     train.add_argument("config", nargs="?", help="a JSON or YAML run config, or a shipped config's name")
     train.add_argument("--algo", choices=sorted(ALGORITHMS), help="algorithm (overrides the config's)")
     train.add_argument("--env", help="Gymnasium env id (overrides the config's)")
@@ -309,7 +309,9 @@ def _train(args) -> int:
     try:
         config = build_config(args)
         runners = ray_runners(args, config)
-        agent, history, evaluation = run(config, verbose=0 if args.quiet else 1, resume=args.resume, runners=runners)
+        agent, history, evaluation = run(
+            config, verbose=0 if args.quiet else 1, resume=args.resume, runners=runners, safe_mode=not args.unsafe
+        )
     except ConfigError as error:
         return _config_error(error, args)
     summary = {k: evaluation[k] for k in ("mean_return", "std_return", "mean_length")}
@@ -339,7 +341,7 @@ def _load_agent(path: str, *, unsafe: bool = False):
     """
     import zipfile
 
-    from keras_rl_gym.config import ConfigError
+    from keras_rl_gym.config import ConfigError, error_cause
 
     if not os.path.exists(path):
         raise ConfigError(f"{path} does not exist.")
@@ -352,31 +354,12 @@ def _load_agent(path: str, *, unsafe: bool = False):
     try:
         agent = keras.saving.load_model(path, safe_mode=not unsafe)
     except Exception as error:
-        raise ConfigError(f"Cannot load an agent from {path}: {root_cause(error)}") from error
+        raise ConfigError(f"Cannot load an agent from {path}: {error_cause(error)}") from error
     if not isinstance(agent, Agent):
         raise ConfigError(
             f"{path} holds a {type(agent).__name__}, not a keras-rl-gym agent (save one with agent.save(path))."
         )
     return agent
-
-
-def root_cause(error: BaseException) -> str:
-    """The innermost error of a chain, in one line.
-
-    Keras reports an error in a loading hook (``load_assets``, ``load_own_variables``) as
-    "A total of N objects could not be loaded. Example error message for object X:", then the
-    hook's own message in the next paragraph: that paragraph is the cause.
-    """
-    seen = set()
-    while (error.__cause__ or error.__context__) is not None and id(error) not in seen:
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    text = str(error)
-    if "Example error message for object" in text:
-        paragraphs = [p for p in text.split("\n\n") if p.strip()]
-        if len(paragraphs) > 1:
-            return " ".join(paragraphs[1].split())
-    return " ".join(_first_line(error).split())
 
 
 def evaluation_env(agent, env_id: str | None = None, render_mode: str | None = None, *, trust: bool = False):

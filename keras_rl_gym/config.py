@@ -473,7 +473,27 @@ def failure_path(config: dict) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)) + "-interrupted.keras"
 
 
-def load_agent(path, config: dict, env):
+def error_cause(error: BaseException) -> str:
+    """The innermost error of a chain, in one line.
+
+    Keras reports an error in a loading hook (``load_assets``, ``load_own_variables``) as
+    "A total of N objects could not be loaded. Example error message for object X:", then the
+    hook's own message in the next paragraph: that paragraph is the cause.
+    """
+    seen = set()
+    while (error.__cause__ or error.__context__) is not None and id(error) not in seen:
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    text = str(error)
+    if "Example error message for object" in text:
+        paragraphs = [p for p in text.split("\n\n") if p.strip()]
+        if len(paragraphs) > 1:
+            return " ".join(paragraphs[1].split())
+    lines = text.strip().splitlines()
+    return " ".join(f"{type(error).__name__}: {lines[0]}".split()) if lines else type(error).__name__
+
+
+def load_agent(path, config: dict, env, *, safe_mode: bool = True):
     """Loads a saved agent to resume ``config``'s training; checks its class and spaces against the config's."""
     import keras
 
@@ -484,9 +504,9 @@ def load_agent(path, config: dict, env):
         raise ConfigError(f"The agent to resume from, {path}, does not exist.")
     cls = agent_class(config["algo"])
     try:
-        agent = keras.saving.load_model(path)
+        agent = keras.saving.load_model(path, safe_mode=safe_mode)
     except Exception as error:
-        raise ConfigError(f"Cannot load the agent to resume from {path}: {error}") from error
+        raise ConfigError(f"Cannot load the agent to resume from {path}: {error_cause(error)}") from error
     if type(agent) is not cls:
         raise ConfigError(
             f"{path} holds a {type(agent).__name__}, but the config's algo {config['algo']!r} is a {cls.__name__}."
@@ -505,7 +525,16 @@ def load_agent(path, config: dict, env):
     return agent
 
 
-def run(config: dict, *, verbose: int = 1, callbacks=None, resume=None, checkpoint_path=None, runners=None):
+def run(
+    config: dict,
+    *,
+    verbose: int = 1,
+    callbacks=None,
+    resume=None,
+    checkpoint_path=None,
+    runners=None,
+    safe_mode: bool = True,
+):
     """Trains the agent of ``config``, evaluates it and logs to MLflow when enabled.
 
     Every failure after the agent exists (an exception, ``KeyboardInterrupt``,
@@ -526,6 +555,8 @@ def run(config: dict, *, verbose: int = 1, callbacks=None, resume=None, checkpoi
         checkpoint_path: where to save the agent on a failure; defaults to :func:`failure_path`.
         runners: ``keras_rl_gym.distributed.RayRunners`` to step the config's envs in Ray
             actors (each makes its own, with ``make_env``); ``None`` steps them here.
+        safe_mode: Keras's ``safe_mode`` for loading ``resume``: ``False`` only for a file you
+            trust whose network holds Python code (a ``keras.layers.Lambda``); the CLI's ``--unsafe``.
 
     Returns:
         ``(agent, history, evaluation)``.
@@ -558,7 +589,7 @@ def run(config: dict, *, verbose: int = 1, callbacks=None, resume=None, checkpoi
             except ConnectionError as error:
                 raise ConfigError(str(error)) from None
         if resume:
-            agent = load_agent(resume, config, env)
+            agent = load_agent(resume, config, env, safe_mode=safe_mode)
         else:
             agent = make_agent(config, env)
         agent.env_config = {"config": env_config}

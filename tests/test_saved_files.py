@@ -242,3 +242,12 @@ def test_the_cli_help_names_the_opt_ins(capsys):
         main(["evaluate", "--help"])
     text = capsys.readouterr().out
     assert "--trust-env" in text and "--unsafe" in text
+
+
+def test_resuming_from_a_crafted_file_names_the_key(honest, tmp_path, capsys):
+    path, state = honest
+    crafted = rewrite(path, tmp_path / "crafted.keras", {**state, "_mlflow_run": ["http://127.0.0.1:9", "0"]})
+    command = ["train", "--algo", "dqn", "--env", "CartPole-v1", "--steps", "50", "--no-mlflow", "-q"]
+    assert main(command + ["--set", "agent.hidden_sizes=[8]", "--resume", str(crafted)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "training_state.json" in error and "'_mlflow_run'" in error and str(crafted) in error
