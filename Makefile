@@ -1,19 +1,20 @@
 # Two commands do everything on a fresh machine with Python 3.11 and make:
 #   make run    set up, then train DQN on CartPole-v1 and log the run to MLflow (sqlite:///mlflow.db)
-#   make test   set up, then run the whole test suite once per backend (tensorflow, jax, torch); tests marked
+#   make test   set up, then run the whole test suite once per backend (jax, tensorflow, torch); tests marked
 #               backend_independent run under the first backend only
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-BACKENDS ?= tensorflow jax torch
+# JAX first: the backend-independent tests run under the first backend, and JAX starts fastest.
+BACKENDS ?= jax tensorflow torch
 BACKEND ?= jax
 CONFIG ?= configs/dqn-cartpole.json
 PYTEST_ARGS ?=
 # Test processes per backend (pytest-xdist): most of a test's time is single-threaded Python.
 JOBS ?= 2
 
-.PHONY: install run test test-fast lint bench clean browser
+.PHONY: install run serve test test-fast lint bench clean browser
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +35,15 @@ browser:
 
 run: install
 	KERAS_BACKEND=$(BACKEND) $(BIN)/keras-rl-gym train $(CONFIG)
+
+# make serve RUN=<run id> [PORT=5001]: the run's logged model (MLflowLogger's "model") on 127.0.0.1:PORT, from the
+# store make run logs to (or $MLFLOW_TRACKING_URI). The venv's bin goes first on PATH: mlflow starts its server by
+# running uvicorn, found on PATH, so this works without activating the venv.
+PORT = 5001
+serve: install
+	@test -n "$(RUN)" || { echo "usage: make serve RUN=<run id> [PORT=$(PORT)]" >&2; exit 2; }
+	PATH="$(abspath $(BIN)):$$PATH" MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}" \
+		$(BIN)/mlflow models serve -m "runs:/$(RUN)/model" --env-manager local --host 127.0.0.1 --port $(PORT)
 
 test: install browser
 	@failed=""; once=0; \

@@ -23,7 +23,7 @@ def main():
     parser.add_argument("--one-step", action="store_true", help="the tutorial's one-step actor-critic config")
     args = parser.parse_args()
     if args.one_step:
-        config = load_config("configs/actor-critic-cartpole.json")
+        config = load_config("actor-critic-cartpole")
         config["train"].update(steps=args.steps, seed=args.seed)
         _, _, evaluation = run(config)
     else:

@@ -9,13 +9,12 @@ mlflow ui --backend-store-uri sqlite:///mlflow.db
 """
 
 import argparse
-from pathlib import Path
 
 from keras_rl_gym.callbacks import EvaluationCallback, MLflowLogger
 from keras_rl_gym.config import load_config, make_agent, make_env
 from keras_rl_gym.wrappers.atari import make_atari_env
 
-CONFIG = Path(__file__).parents[1] / "configs" / "dqn-conv-pong.json"
+CONFIG = "dqn-conv-pong"  # a shipped config, found by name from any directory
 
 
 def main():

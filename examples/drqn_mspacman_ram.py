@@ -7,11 +7,10 @@ KERAS_BACKEND=jax python examples/drqn_mspacman_ram.py --steps 3000     # a quic
 """
 
 import argparse
-from pathlib import Path
 
 from keras_rl_gym.config import load_config, run
 
-CONFIG = Path(__file__).parents[1] / "configs" / "drqn-mspacman-ram.json"
+CONFIG = "drqn-mspacman-ram"  # a shipped config, found by name from any directory
 
 
 def main():

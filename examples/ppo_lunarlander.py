@@ -15,7 +15,7 @@ def main():
     parser.add_argument("--steps", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    config = load_config("configs/ppo-lunarlander.json")
+    config = load_config("ppo-lunarlander")
     config["train"].update(steps=args.steps, seed=args.seed)
     agent, history, evaluation = run(config)
     print(f"Mean greedy return over 10 episodes: {evaluation['mean_return']:.1f}")

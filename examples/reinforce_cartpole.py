@@ -13,7 +13,7 @@ def main():
     parser.add_argument("--steps", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    config = load_config("configs/reinforce-cartpole.json")
+    config = load_config("reinforce-cartpole")
     config["train"].update(steps=args.steps, seed=args.seed)
     agent, history, evaluation = run(config)
     print(f"Mean greedy return over 10 episodes: {evaluation['mean_return']:.1f}")

@@ -388,7 +388,11 @@ class MLflowLogger(keras.callbacks.Callback):
         log_system_metrics: also log MLflow's system metrics (CPU, memory) while the run is open.
 
     Example:
-        >>> agent.fit(env, steps=10_000, callbacks=[MLflowLogger(run_name="dqn-cartpole")])
+        >>> import gymnasium as gym
+        >>> from keras_rl_gym import DQNAgent
+        >>> env = gym.make("CartPole-v1")
+        >>> agent = DQNAgent(env.observation_space, env.action_space)
+        >>> history = agent.fit(env, steps=1_000, callbacks=[MLflowLogger(run_name="dqn-cartpole")], verbose=0)
     """
 
     def __init__(
@@ -598,9 +602,15 @@ class EvaluationCallback(keras.callbacks.Callback):
             when a run is active), as SB3's ``EvalCallback(best_model_save_path=...)``.
 
     Example:
-        >>> evaluation = EvaluationCallback(lambda: gym.make("CartPole-v1", render_mode="rgb_array"), every=10_000,
-        ...                                 video=True)
-        >>> agent.fit(env, steps=50_000, callbacks=[MLflowLogger(), evaluation])
+        >>> import gymnasium as gym
+        >>> from keras_rl_gym import DQNAgent
+        >>> env = gym.make("CartPole-v1")
+        >>> agent = DQNAgent(env.observation_space, env.action_space)
+        >>> evaluation = EvaluationCallback(lambda: gym.make("CartPole-v1", render_mode="rgb_array"), every=500,
+        ...                                 episodes=2, video=True)
+        >>> history = agent.fit(env, steps=1_000, log_every=500, callbacks=[MLflowLogger(), evaluation], verbose=0)
+        >>> [step for step, result in evaluation.history]  # checked at each log interval
+        [500, 1000]
     """
 
     def __init__(
@@ -744,10 +754,14 @@ class Checkpoint(keras.callbacks.Callback):
         prefix: file name prefix (defaults to the agent's name); files are ``{prefix}-{env_steps}.keras``.
 
     Example:
-        >>> checkpoint = Checkpoint("checkpoints", every=10_000, keep=3)
-        >>> agent.fit(env, steps=50_000, callbacks=[MLflowLogger(), checkpoint])
-        >>> checkpoint.saved[-1]
-        'checkpoints/dqn_agent-50000.keras'
+        >>> import gymnasium as gym
+        >>> from keras_rl_gym import DQNAgent
+        >>> env = gym.make("CartPole-v1")
+        >>> agent = DQNAgent(env.observation_space, env.action_space)
+        >>> checkpoint = Checkpoint("checkpoints", every=500, keep=2, prefix="dqn-cartpole")
+        >>> history = agent.fit(env, steps=1_500, callbacks=[MLflowLogger(), checkpoint], verbose=0)
+        >>> checkpoint.saved
+        ['checkpoints/dqn-cartpole-1000.keras', 'checkpoints/dqn-cartpole-1500.keras']
     """
 
     def __init__(

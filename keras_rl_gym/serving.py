@@ -69,6 +69,10 @@ def export_policy(agent, filepath, format: str = "tf_saved_model", verbose: bool
         ImportError: the converter ONNX export needs on this backend is not installed.
 
     Example:
+        >>> import gymnasium as gym
+        >>> from keras_rl_gym import DQNAgent
+        >>> env = gym.make("CartPole-v1")
+        >>> agent = DQNAgent(env.observation_space, env.action_space)
         >>> agent.export("policy.onnx", format="onnx", verbose=False)
         >>> import onnxruntime
         >>> session = onnxruntime.InferenceSession("policy.onnx")
@@ -114,6 +118,11 @@ def greedy_policy(agent):
         NotImplementedError: the agent has no stateless greedy policy (``DRQNAgent``).
 
     Example:
+        >>> import keras
+        >>> import gymnasium as gym
+        >>> from keras_rl_gym import DQNAgent
+        >>> env = gym.make("CartPole-v1")
+        >>> agent = DQNAgent(env.observation_space, env.action_space)
         >>> policy = greedy_policy(agent)
         >>> obs = np.stack([env.observation_space.sample() for _ in range(4)])
         >>> bool((keras.ops.convert_to_numpy(policy(obs)) == agent.act(obs)).all())
@@ -213,6 +222,7 @@ def observations(space, model_input) -> np.ndarray:
     """A batch of flattened observations (NumPy array, DataFrame or nested list) as ``space`` shapes them.
 
     Example:
+        >>> import gymnasium as gym
         >>> observations(gym.spaces.Box(0, 1, (2, 2)), [[0, 1, 2, 3]]).shape
         (1, 2, 2)
     """
@@ -292,6 +302,10 @@ def log_model(agent, name: str = "model", **kwargs):
         NotImplementedError: the agent has no stateless policy to serve (``DRQNAgent``).
 
     Example:
+        >>> import gymnasium as gym
+        >>> from keras_rl_gym import DQNAgent
+        >>> env = gym.make("CartPole-v1")
+        >>> agent = DQNAgent(env.observation_space, env.action_space)
         >>> with mlflow.start_run() as run:
         ...     info = log_model(agent)
         >>> model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")

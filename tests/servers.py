@@ -25,14 +25,21 @@ def post(url, body):
 
 
 @contextlib.contextmanager
-def serving(args, ready_path: str, *, env=None, log=None, timeout: float = 180):
+def serving(args, ready_path: str, *, env=None, log=None, timeout: float = 180, command=None):
     """Runs ``python -m mlflow ARGS --host 127.0.0.1 --port P`` and yields ``http://127.0.0.1:P`` once
-    ``ready_path`` answers; stops the server's whole process group by its PID afterwards."""
+    ``ready_path`` answers; stops the server's whole process group by its PID afterwards.
+
+    ``command(P)``, if given, is the command line to run instead (one that serves on 127.0.0.1:P, such as
+    ``make serve``), with ``env`` as it is.
+    """
     port = free_port()
-    # Its uvicorn is found on PATH, next to this interpreter.
     env = dict(os.environ if env is None else env)
-    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
-    command = [sys.executable, "-m", "mlflow", *args, "--host", "127.0.0.1", "--port", str(port)]
+    if command is None:
+        # Its uvicorn is found on PATH, next to this interpreter.
+        env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+        command = [sys.executable, "-m", "mlflow", *args, "--host", "127.0.0.1", "--port", str(port)]
+    else:
+        command = command(port)
     output = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below
     server = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import keras
+import pytest
 
 HEAVY = ("keras", "tensorflow", "jax", "torch")
 
@@ -73,3 +74,61 @@ def test_the_jax_backend_sets_it_at_import_and_no_other_backend_does():
     assert done.returncode == 0, done.stderr[-2000:]
     on_jax = keras.backend.backend() == "jax"
     assert eval(done.stdout.strip().splitlines()[-1]) == ("--xla_cpu_multi_thread_eigen=false" if on_jax else None)
+
+
+# Each public name of keras_rl_gym.wrappers, the submodule that defines it, and the optional
+# dependencies of the other submodules that importing it must not load.
+WRAPPER_NAMES = {
+    "RemoveVelocity": "partial",
+    "discretize_observation": "discretize",
+    "make_atari_env": "atari",
+    "make_atari_vec_env": "atari",
+    "make_atari_ram_env": "atari",
+    "make_envpool_atari_vec_env": "envpool_env",
+}
+WRAPPER_SUBMODULES = ("atari", "discretize", "envpool_env", "partial")
+OPTIONAL = ("ale_py", "envpool", "cv2")
+
+
+def modules_after(code: str, names) -> list:
+    probe = f"import sys\n{code}\nprint(sorted(m for m in {tuple(names)!r} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return eval(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.backend_independent
+@pytest.mark.parametrize("name", sorted(WRAPPER_NAMES))
+def test_each_wrapper_imports_from_the_package_and_loads_only_its_own_submodule(name):
+    submodule = WRAPPER_NAMES[name]
+    watched = [f"keras_rl_gym.wrappers.{m}" for m in WRAPPER_SUBMODULES] + list(OPTIONAL) + list(HEAVY)
+    code = (
+        f"from keras_rl_gym.wrappers import {name}\n"
+        f"from keras_rl_gym.wrappers.{submodule} import {name} as defined\n"
+        f"assert {name} is defined"
+    )
+    loaded = modules_after(code, watched)
+    # envpool_env builds on atari's id check; neither imports ale-py or EnvPool before an env is made.
+    own = {"keras_rl_gym.wrappers.envpool_env", "keras_rl_gym.wrappers.atari"} if submodule == "envpool_env" else set()
+    assert set(loaded) == {f"keras_rl_gym.wrappers.{submodule}"} | own
+
+
+@pytest.mark.backend_independent
+def test_the_wrappers_package_lists_its_names_and_refuses_unknown_ones():
+    code = (
+        "import keras_rl_gym.wrappers as w\n"
+        "assert set(w.__all__) <= set(dir(w)), w.__all__\n"
+        f"assert set({sorted(WRAPPER_NAMES)!r}) <= set(w.__all__)\n"
+        "for name in w.__all__:\n"
+        "    getattr(w, name)\n"
+        "try:\n"
+        "    w.no_such_wrapper\n"
+        "except AttributeError as error:\n"
+        "    assert 'no_such_wrapper' in str(error)\n"
+        "else:\n"
+        "    raise AssertionError('no AttributeError')\n"
+        "from keras_rl_gym.wrappers import *  # noqa: F403\n"
+        "assert callable(RemoveVelocity)  # noqa: F405"
+    )
+    # Every name resolves, yet listing them imports no optional dependency and no deep-learning library.
+    assert modules_after(code, list(OPTIONAL) + list(HEAVY)) == []

@@ -698,6 +698,10 @@ class Agent(keras.Model):
         """Keras's ``train_on_batch``: one :meth:`train_step` on the dict of arrays ``x``.
 
         Example:
+            >>> from keras_rl_gym import DQNAgent
+            >>> env = gym.make("CartPole-v1")
+            >>> agent = DQNAgent(env.observation_space, env.action_space)
+            >>> history = agent.fit(env, steps=100, verbose=0)  # fills the replay buffer
             >>> metrics = agent.train_on_batch(agent.buffer.sample(32), return_dict=True)
             >>> sorted(metrics)[:1]
             ['loss']

@@ -81,8 +81,13 @@ class RayRunners:
     Example:
         >>> from keras_rl_gym import PPOAgent
         >>> from keras_rl_gym.distributed import RayRunners
-        >>> agent = PPOAgent(env.observation_space, env.action_space, n_steps=128)
-        >>> agent.fit("LunarLander-v3", steps=200_000, runners=RayRunners(num_runners=4, envs_per_runner=8))
+        >>> env = gym.make("CartPole-v1")
+        >>> agent = PPOAgent(env.observation_space, env.action_space, n_steps=64)
+        >>> runners = RayRunners(num_runners=2, envs_per_runner=2)  # a round: 2 x 2 envs x 64 steps
+        >>> history = agent.fit("CartPole-v1", steps=512, runners=runners, verbose=0)
+        >>> agent.env_steps >= 512  # fit ends at the first step of all 4 envs that reaches it
+        True
+        >>> ray.shutdown()  # the local cluster fit started
 
     On the command line: ``keras-rl-gym train CONFIG --ray-runners 4 [--ray-address auto]``.
     """

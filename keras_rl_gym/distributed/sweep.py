@@ -217,10 +217,13 @@ def sweep(
     Example:
         >>> from keras_rl_gym.config import load_config
         >>> from keras_rl_gym.distributed import sweep
-        >>> result = sweep(load_config("configs/ppo-cartpole.json"),
-        ...                {"agent.learning_rate": {"loguniform": [1e-4, 3e-3]}}, samples=4)
-        >>> result["output"]
-        'best-config.json'
+        >>> config = load_config("ppo-cartpole")  # a shipped config, by name
+        >>> config["train"].update(steps=512, eval_episodes=2)  # a short trial, for the example
+        >>> import contextlib, io
+        >>> with contextlib.redirect_stdout(io.StringIO()):  # Ray Tune prints a table of the experiment's settings
+        ...     result = sweep(config, {"agent.learning_rate": {"loguniform": [1e-4, 3e-3]}}, samples=2)
+        >>> result["output"], len(result["trials"])
+        ('best-config.json', 2)
     """
     import mlflow
     import ray

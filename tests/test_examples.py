@@ -1,0 +1,42 @@
+"""The examples that train a shipped config find it by name, from whatever directory they are run in."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+# Each example that loads a shipped config, with the arguments of a short run of it.
+SHORT_RUNS = {
+    "actor_critic_cartpole.py": ["--one-step", "--steps", "64"],
+    "dqn_atari.py": ["--steps", "64", "--eval-every", "64"],
+    "drqn_mspacman_ram.py": ["--steps", "64"],
+    "ppo_lunarlander.py": ["--steps", "64"],
+    "reinforce_cartpole.py": ["--steps", "64"],
+}
+ATARI = ("dqn_atari.py", "drqn_mspacman_ram.py")
+
+
+def test_every_example_that_loads_a_config_names_a_shipped_one_and_is_run_below():
+    loading = {path.name: path.read_text() for path in EXAMPLES.glob("*.py") if "load_config(" in path.read_text()}
+    assert sorted(loading) == sorted(SHORT_RUNS)
+    for name, text in loading.items():
+        # A path into the repository's configs/ exists only in a checkout, and only from its root.
+        assert not re.search(r"""["']configs/|/ "configs"|\.json["']\)""", text), name
+
+
+@pytest.mark.backend_independent
+@pytest.mark.parametrize(
+    "example", [pytest.param(name, marks=[pytest.mark.atari] if name in ATARI else []) for name in sorted(SHORT_RUNS)]
+)
+def test_the_example_runs_from_another_directory(example, tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / example), *SHORT_RUNS[example]],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, f"{example} failed in {tmp_path}:\n{done.stderr[-4000:]}"
