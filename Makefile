@@ -11,7 +11,8 @@ BACKENDS ?= jax tensorflow torch
 BACKEND ?= jax
 CONFIG ?= configs/dqn-cartpole.json
 PYTEST_ARGS ?=
-# Test processes per backend (pytest-xdist): most of a test's time is single-threaded Python.
+# Test processes per backend (pytest-xdist): most of a test's time is single-threaded Python. The 15 slowest tests
+# of each backend are listed at its end, for CI's budget.
 JOBS ?= 2
 
 .PHONY: install run serve test test-fast lint bench clean browser
@@ -49,7 +50,7 @@ test: install browser
 	@failed=""; once=0; \
 	for backend in $(BACKENDS); do \
 		echo "=== KERAS_BACKEND=$$backend"; \
-		KRG_SKIP_BACKEND_INDEPENDENT=$$once KERAS_BACKEND=$$backend $(BIN)/python -m pytest -n $(JOBS) --dist loadgroup \
+		KRG_SKIP_BACKEND_INDEPENDENT=$$once KERAS_BACKEND=$$backend $(BIN)/python -m pytest -n $(JOBS) --dist loadgroup --durations=15 \
 			$(PYTEST_ARGS) || failed="$$failed $$backend"; \
 		once=1; \
 	done; \

@@ -582,16 +582,17 @@ def run(
     env = make_env(config, num_envs=1 if runners is not None else None)
     eval_env = None
     try:
-        if train.get("mlflow", True):
-            try:
-                # In seconds: an unreachable server or an unwritable sqlite file, before anything trains.
-                prepare_tracking_store()
-            except ConnectionError as error:
-                raise ConfigError(str(error)) from None
         if resume:
             agent = load_agent(resume, config, env, safe_mode=safe_mode)
         else:
             agent = make_agent(config, env)
+        if train.get("mlflow", True):
+            try:
+                # In seconds, once the config has built its agent (a config error is reported alone):
+                # an unreachable server or an unwritable sqlite file, before anything trains.
+                prepare_tracking_store()
+            except ConnectionError as error:
+                raise ConfigError(str(error)) from None
         agent.env_config = {"config": env_config}
         remaining = steps - agent.env_steps
         if resume and verbose:

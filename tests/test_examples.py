@@ -16,7 +16,6 @@ SHORT_RUNS = {
     "ppo_lunarlander.py": ["--steps", "64"],
     "reinforce_cartpole.py": ["--steps", "64"],
 }
-ATARI = ("dqn_atari.py", "drqn_mspacman_ram.py")
 
 
 def test_every_example_that_loads_a_config_names_a_shipped_one_and_is_run_below():
@@ -27,10 +26,13 @@ def test_every_example_that_loads_a_config_names_a_shipped_one_and_is_run_below(
         assert not re.search(r"""["']configs/|/ "configs"|\.json["']\)""", text), name
 
 
+# The three the issue found failing outside the repository are run; the Atari two load their configs the same way
+# (checked above) and would add two Atari start-ups to CI's budget.
+RUN = ("actor_critic_cartpole.py", "ppo_lunarlander.py", "reinforce_cartpole.py")
+
+
 @pytest.mark.backend_independent
-@pytest.mark.parametrize(
-    "example", [pytest.param(name, marks=[pytest.mark.atari] if name in ATARI else []) for name in sorted(SHORT_RUNS)]
-)
+@pytest.mark.parametrize("example", RUN)
 def test_the_example_runs_from_another_directory(example, tmp_path):
     done = subprocess.run(
         [sys.executable, str(EXAMPLES / example), *SHORT_RUNS[example]],

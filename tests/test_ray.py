@@ -26,6 +26,8 @@ from keras_rl_gym.callbacks import MLflowLogger
 from keras_rl_gym.distributed import RayRunners
 
 pytestmark = pytest.mark.xdist_group("ray")
+# What runs on every backend: learning through runners, and the CLI's train on them (the runners rebuild the agent on
+# the learner's backend). Restarts, failures, refusals and sweeps are the learner's host code and Ray's: run once.
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +88,7 @@ class KillRunner(keras.callbacks.Callback):
             ray.kill(self.runners.actors[self.index], no_restart=False)
 
 
+@pytest.mark.backend_independent
 def test_a_killed_runner_is_restarted_and_every_step_counts_once(cluster):
     env = gym.make("CartPole-v1")
     agent = DQNAgent(env.observation_space, env.action_space, learning_starts=300, hidden_sizes=(16,), seed=0)
@@ -111,6 +114,7 @@ def test_a_killed_runner_is_restarted_and_every_step_counts_once(cluster):
     assert not runners.actors  # fit's runners are gone with it
 
 
+@pytest.mark.backend_independent
 def test_runners_that_keep_dying_stop_fit_through_the_failure_path(cluster):
     env = gym.make("CartPole-v1")
     agent = DQNAgent(env.observation_space, env.action_space, learning_starts=100, hidden_sizes=(16,), seed=0)
@@ -133,6 +137,7 @@ def test_runners_that_keep_dying_stop_fit_through_the_failure_path(cluster):
     assert not runners.actors
 
 
+@pytest.mark.backend_independent
 def test_an_unreachable_cluster_is_a_clear_error_before_training(cluster):
     env = gym.make("CartPole-v1")
     agent = DQNAgent(env.observation_space, env.action_space, seed=0)
@@ -141,6 +146,7 @@ def test_an_unreachable_cluster_is_a_clear_error_before_training(cluster):
     assert agent.env_steps == 0 and not _runs()
 
 
+@pytest.mark.backend_independent
 def test_runner_requests_the_cluster_cannot_meet_fail_before_training(cluster):
     env = gym.make("CartPole-v1")
     agent = PPOAgent(env.observation_space, env.action_space, n_steps=16, seed=0)
@@ -161,6 +167,7 @@ def _cli(*args, timeout=600):
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
 
 
+@pytest.mark.backend_independent
 def test_cli_sweep_nests_trials_under_a_parent_and_writes_a_runnable_best_config(cluster, tmp_path):
     config = {
         "algo": "dqn",
