@@ -43,13 +43,19 @@ def as_vector_env(env) -> gym.vector.VectorEnv:
     raise TypeError(f"Expected a gymnasium.Env, a gymnasium.vector.VectorEnv or an env id, got {type(env).__name__}.")
 
 
+def env_spec(env):
+    """``env``'s ``EnvSpec``, else (a vector env made of envs) its first env's; ``None`` if it has none."""
+    spec = getattr(env, "spec", None)
+    if spec is None and isinstance(env, gym.vector.VectorEnv):
+        spec = getattr(getattr(env, "envs", [None])[0], "spec", None)
+    return spec
+
+
 def env_config(env) -> dict | None:
     """What remakes ``env`` (an id, or a ``gymnasium.make``'d env's spec with its wrappers), as JSON data."""
     if isinstance(env, str):
         return {"env": env}
-    spec = getattr(env, "spec", None)
-    if spec is None and isinstance(env, gym.vector.VectorEnv):
-        spec = getattr(getattr(env, "envs", [None])[0], "spec", None)
+    spec = env_spec(env)
     if spec is None:
         return None
     try:
@@ -60,12 +66,11 @@ def env_config(env) -> dict | None:
 
 def env_name(env) -> str:
     """An env's id, else its class name (the innermost env's, under wrappers), for error messages."""
-    spec = getattr(env, "spec", None)
-    if spec is None and isinstance(env, gym.vector.VectorEnv):
-        env = getattr(env, "envs", [env])[0]
-        spec = getattr(env, "spec", None)
+    spec = env_spec(env)
     if spec is not None:
         return spec.id
+    if isinstance(env, gym.vector.VectorEnv):
+        env = getattr(env, "envs", [env])[0]
     return type(getattr(env, "unwrapped", env)).__name__
 
 

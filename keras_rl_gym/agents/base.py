@@ -22,7 +22,7 @@ from keras import ops
 
 from keras_rl_gym import backend as rl_backend
 from keras_rl_gym.config import agent_annotations, check_type
-from keras_rl_gym.loop import EpisodeLoop, as_vector_env, env_config
+from keras_rl_gym.loop import EpisodeLoop, as_vector_env, env_config, env_spec
 from keras_rl_gym.networks import user_network
 from keras_rl_gym.normalization import ObservationNormalizer, RewardScaler
 from keras_rl_gym.spaces import same_space, space_from_config, space_to_config
@@ -44,11 +44,6 @@ class NonFiniteLossError(FloatingPointError):
     def __init__(self, message: str, checkpoint_path: str | None = None):
         super().__init__(message)
         self.checkpoint_path = checkpoint_path
-
-
-def _env_id(venv) -> str | None:
-    spec = venv.spec or getattr(getattr(venv, "envs", [None])[0], "spec", None)
-    return getattr(spec, "id", None)
 
 
 def _check_positive(name: str, value) -> int:
@@ -148,7 +143,7 @@ class _LocalSteps:
         self.loop = EpisodeLoop(as_vector_env(env))
         agent._check_env(self.loop.venv)
         self.num_envs = self.loop.num_envs
-        self.env_id = _env_id(self.loop.venv)
+        self.env_id = getattr(env_spec(self.loop.venv), "id", None)
         self.env_config = env_config(env)
 
     def start(self, seed, end_step) -> None:
